@@ -1,0 +1,2 @@
+//! kairos-core
+pub mod catalog;
