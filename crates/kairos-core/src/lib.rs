@@ -1,2 +1,11 @@
-//! kairos-core
+//! The gateway core: configuration, the model catalog and cost, the error model, and the request
+//! pipeline. No axum, no SQL: the server crate does HTTP, the store crate does storage.
+
 pub mod catalog;
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod gateway;
+pub mod pipeline;
+pub mod record;
+pub mod tokens;

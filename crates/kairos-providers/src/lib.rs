@@ -3,5 +3,6 @@
 
 pub mod adapter;
 pub mod anthropic;
+pub mod client;
 pub mod gemini;
 pub mod openai;

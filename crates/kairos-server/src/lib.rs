@@ -1,1 +1,8 @@
-//! kairos-server
+//! The `kairos` binary's library half: HTTP transport, handlers, startup. The binary
+//! (`main.rs`) is only the CLI on top.
+
+pub mod anthropic;
+pub mod http;
+pub mod routes;
+pub mod serve;
+pub mod startup;

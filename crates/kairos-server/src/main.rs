@@ -1,1 +1,247 @@
-fn main() {}
+//! `kairos`: the KairosRoute gateway.
+//!
+//! ```text
+//! kairos serve [--config kairos.toml] [--demo]   run the gateway
+//! kairos config check kairos.toml                validate a config file, report every problem
+//! kairos mock-upstream [--listen ADDR]           run the mock provider (tests, benchmarks, demo)
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kairos_core::config::FileConfig;
+use kairos_core::env::ProcessEnv;
+use kairos_server::startup::{StartOptions, start};
+
+#[derive(Parser)]
+#[command(name = "kairos", version, about = "KairosRoute: an LLM router and observability gateway")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway.
+    Serve {
+        /// TOML config file. Without one, providers come from OPENAI_API_KEY, ANTHROPIC_API_KEY,
+        /// GEMINI_API_KEY, ... (see docs/config.md).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Add the built-in demo upstream (a mock speaking the OpenAI, Anthropic and Gemini APIs)
+        /// serving a few catalog models at their real prices: try everything with no provider key.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Run the mock upstream on its own (benchmarks, manual tests).
+    MockUpstream {
+        #[arg(long, default_value = "127.0.0.1:18081")]
+        listen: String,
+        /// Delay before response headers, ms.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Streams: delay before the first content event, ms.
+        #[arg(long, default_value_t = 0)]
+        ttft_ms: u64,
+        /// Streams: delay between events, ms.
+        #[arg(long, default_value_t = 0)]
+        itl_ms: u64,
+        /// Number of content chunks in a streamed answer.
+        #[arg(long, default_value_t = 10)]
+        chunks: usize,
+        /// Keep the request log and billing ledger (off by default: benchmarks).
+        #[arg(long)]
+        record: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a config file; exit 1 and list every problem with its path if it is invalid.
+    Check { file: PathBuf },
+}
+
+fn out(s: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{s}");
+}
+
+fn err(s: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{s}");
+}
+
+fn init_tracing(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            err(&format!("kairos: cannot start the runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.cmd {
+        Cmd::Config {
+            cmd: ConfigCmd::Check { file },
+        } => {
+            let result = FileConfig::load(&file).and_then(|f| f.validate(&ProcessEnv));
+            match result {
+                Ok(cfg) => {
+                    out(&format!(
+                        "{}: OK ({} provider{}, {} custom model{})",
+                        file.display(),
+                        cfg.providers.len(),
+                        if cfg.providers.len() == 1 { "" } else { "s" },
+                        cfg.models.len(),
+                        if cfg.models.len() == 1 { "" } else { "s" },
+                    ));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    err(&format!("{}: {e}", file.display()));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::MockUpstream {
+            listen,
+            latency_ms,
+            ttft_ms,
+            itl_ms,
+            chunks,
+            record,
+        } => {
+            init_tracing("warn", false);
+            let listener = match tokio::net::TcpListener::bind(&listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    err(&format!("kairos mock-upstream: cannot listen on {listen}: {e}"));
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut cfg = kairos_testkit::MockConfig {
+                record,
+                ..Default::default()
+            };
+            cfg.defaults.headers_delay_ms = latency_ms;
+            cfg.defaults.ttft_ms = ttft_ms;
+            cfg.defaults.itl_ms = itl_ms;
+            cfg.defaults.chunks = chunks;
+            out(&format!(
+                "mock upstream on http://{} (OpenAI /v1/chat/completions, Anthropic /v1/messages, Gemini /v1beta/models/...)",
+                listener.local_addr().map(|a| a.to_string()).unwrap_or(listen)
+            ));
+            match kairos_testkit::serve(listener, cfg, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    err(&format!("kairos mock-upstream: {e}"));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Serve { config, demo } => serve(config, demo).await,
+    }
+}
+
+async fn serve(config: Option<PathBuf>, demo: bool) -> ExitCode {
+    let file = match &config {
+        Some(path) => FileConfig::load(path),
+        None => Ok(FileConfig::from_env(&ProcessEnv)),
+    };
+    let cfg = match file.and_then(|f| f.validate(&ProcessEnv)) {
+        Ok(c) => c,
+        Err(e) => {
+            err(&format!(
+                "kairos: {}{e}",
+                config.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
+            ));
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(&cfg.logging.level, cfg.logging.json);
+    if cfg.providers.is_empty() && !demo {
+        tracing::warn!(
+            "no provider configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, ... or pass --config; `kairos serve --demo` runs with a built-in demo upstream"
+        );
+    }
+    let mut running = match start(cfg, StartOptions { demo }).await {
+        Ok(r) => r,
+        Err(e) => {
+            err(&format!("kairos: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    out(&format!("KairosRoute listening on http://{}", running.addr));
+    out(&format!("  OpenAI base_url:    http://{}/v1", running.addr));
+    out(&format!("  Anthropic base_url: http://{}", running.addr));
+    out(&format!(
+        "  providers: {}; {} models; store: {}",
+        if running.providers.is_empty() { "none".to_owned() } else { running.providers.join(", ") },
+        running.models,
+        running.store_backend
+    ));
+    if let Some(d) = &running.demo_upstream {
+        out(&format!("  demo upstream: {d}"));
+    }
+    match (&running.generated_master_key, &running.master_key_file) {
+        (Some(k), Some(f)) => {
+            out(&format!("  master key (generated now, shown once, stored in {}):", f.display()));
+            out(&format!("    {k}"));
+        }
+        (None, Some(f)) => out(&format!("  master key: stored in {}", f.display())),
+        _ => out("  master key: from KAIROS_MASTER_KEY / config"),
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests and the ledger");
+    running.trigger();
+    let (drain, stats) = running.wait().await;
+    tracing::info!(
+        aborted = drain.aborted,
+        written = stats.written,
+        spooled = stats.spooled,
+        dropped = stats.dropped,
+        "stopped"
+    );
+    ExitCode::SUCCESS
+}

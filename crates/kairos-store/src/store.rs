@@ -27,6 +27,7 @@ macro_rules! columns {
 }
 
 /// Column list as a string (tests check it against [`NUM_COLUMNS`]).
+#[cfg(test)]
 pub(crate) const COLUMNS: &str = columns!();
 /// Number of bind parameters per row in the multi-row insert.
 pub(crate) const NUM_COLUMNS: usize = 28;
@@ -125,11 +126,8 @@ macro_rules! backend_sql {
             let mut tx = pool.begin().await?;
             let mut inserted = 0;
             for chunk in rows.chunks(rows_per_statement.max(1)) {
-                let mut qb = QueryBuilder::<$db>::new(concat!(
-                    "INSERT INTO requests (",
-                    columns!(),
-                    ") "
-                ));
+                let mut qb =
+                    QueryBuilder::<$db>::new(concat!("INSERT INTO requests (", columns!(), ") "));
                 qb.push_values(chunk, |mut b, r| {
                     b.push_bind(super::clean(&r.id))
                         .push_bind(r.ts_ms)

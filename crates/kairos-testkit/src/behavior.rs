@@ -204,9 +204,7 @@ pub const DIRECTIVE_OPEN: &str = "[[mock";
 ///
 /// Returns `None` when there is none, `Some(Err(reason))` when there is one that does not parse,
 /// and otherwise the behaviour with the byte range the directive spans.
-pub fn parse_directive(
-    text: &str,
-) -> Option<Result<(Behavior, std::ops::Range<usize>), String>> {
+pub fn parse_directive(text: &str) -> Option<Result<(Behavior, std::ops::Range<usize>), String>> {
     let start = text.find(DIRECTIVE_OPEN)?;
     let after_open = start + DIRECTIVE_OPEN.len();
     let rest = &text[after_open..];
@@ -239,7 +237,10 @@ mod tests {
         assert_eq!(b.status, 503);
         assert_eq!(b.retry_after.as_deref(), Some("2"));
         assert_eq!(b.chunks, 4, "missing fields take Behavior::default");
-        assert_eq!(&text[range], "[[mock {\"status\":503,\"retry_after\":\"2\"}]]");
+        assert_eq!(
+            &text[range],
+            "[[mock {\"status\":503,\"retry_after\":\"2\"}]]"
+        );
     }
 
     #[test]

@@ -88,7 +88,12 @@ struct Driver {
 /// Builds the response body for a stream. `slot` is the ledger entry billed so far with the
 /// prompt tokens only.
 pub(crate) fn body(h: MockHandle, slot: Option<LedgerSlot>, mut spec: StreamSpec) -> Body {
-    let total_chars = spec.events.iter().filter(|e| e.content).map(|e| e.chars).sum();
+    let total_chars = spec
+        .events
+        .iter()
+        .filter(|e| e.content)
+        .map(|e| e.chars)
+        .sum();
     let fault_at = spec.fault.map(|f| fault_index(&spec.events, f.after()));
     if fault_at.is_none() {
         spec.fault = None;
@@ -177,6 +182,9 @@ impl Driver {
                         continue;
                     }
                     StreamFault::AbortAfter(_) => {
+                        // Let the connection flush what was written (headers included) first,
+                        // so the client sees a body broken off, not a missing response.
+                        tokio::task::yield_now().await;
                         self.finish(false);
                         return Some(Err(std::io::Error::other("mock: stream aborted")));
                     }
@@ -285,7 +293,11 @@ mod tests {
         assert_eq!(fault_index(&e, 0), 2);
         assert_eq!(fault_index(&e, 1), 3);
         assert_eq!(fault_index(&e, 3), 5);
-        assert_eq!(fault_index(&e, 9), 5, "clamped to after the last content event");
+        assert_eq!(
+            fault_index(&e, 9),
+            5,
+            "clamped to after the last content event"
+        );
         assert_eq!(fault_index(&evs("mm"), 1), 2);
     }
 

@@ -1,0 +1,777 @@
+//! The request pipeline, as plain async functions over a [`Recorder`] (the request's context and
+//! its ledger row). The stages, in order:
+//!
+//! | # | stage | here |
+//! |---|---|---|
+//! | 1 | authenticate | [`Gateway::authenticate`] (called by the server before the body is parsed) |
+//! | 2 | admit | budgets and rate limits: not yet (issue 5) |
+//! | 3 | guard_in | [`validate_chat`]: bad input and forbidden fields, no upstream call |
+//! | 4 | cache_lookup | not yet |
+//! | 5 | route | [`Gateway::resolve`] (pinned models; `auto` comes with issue 3) |
+//! | 6 | dispatch | [`Gateway::dispatch_chat`]: one attempt; a stream is primed to its first content chunk before it is committed |
+//! | 7 | guard_out | not yet |
+//! | 8 | cache_store | not yet |
+//! | 9 | record | [`Recorder`]: exactly one ledger row, also on error and disconnect |
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use kairos_api::openai::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingRequest,
+    EmbeddingResponse, Role,
+};
+use kairos_api::sse::SseDecoder;
+use kairos_providers::adapter::{ChatStreamDecoder, StreamSignal, Target, TranslateError};
+use kairos_providers::client::{BodyError, read_body};
+
+use crate::catalog::ModelMode;
+use crate::error::{ClientError, GatewayError, UpstreamFailure};
+use crate::gateway::{Gateway, Resolved};
+use crate::record::{PromptSource, Recorder, Tokens};
+
+/// Facts about a reply the server puts in response headers.
+#[derive(Debug, Clone)]
+pub struct ReplyMeta {
+    pub request_id: String,
+    pub provider: String,
+    /// The model id that served the request (catalog id).
+    pub model: String,
+    /// Known for complete replies; streams report it in their final usage chunk.
+    pub cost_micros: Option<u64>,
+    /// Unknown request fields not forwarded because the upstream is not OpenAI-compatible.
+    pub dropped_params: Vec<String>,
+    pub attempts: u32,
+}
+
+pub enum ChatReply {
+    Complete(ChatCompletion, ReplyMeta),
+    Stream(ChatStream, ReplyMeta),
+}
+
+/// Fields that would let a caller pick the upstream host or smuggle credentials (test-matrix
+/// I6, CVE-2024-6587). Rejected on every route.
+const FORBIDDEN_FIELDS: &[&str] = &[
+    "api_base",
+    "base_url",
+    "api_key",
+    "api_version",
+    "custom_host",
+    "custom_llm_provider",
+    "headers",
+    "extra_headers",
+    "organization",
+    "azure_endpoint",
+    "azure_ad_token",
+    "endpoint",
+    "url",
+    "host",
+    "proxy",
+    "credentials",
+    "vertex_credentials",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "auth",
+    "authorization",
+    "x-api-key",
+];
+
+/// Caps on request shape (test-matrix I5): enough for any real workload, small enough that one
+/// request cannot make the gateway do unbounded work.
+pub const MAX_MESSAGES: usize = 10_000;
+pub const MAX_TOOLS: usize = 512;
+pub const MAX_N: u32 = 16;
+pub const MAX_STOP: usize = 16;
+pub const MAX_OUTPUT_TOKENS: u32 = 2_000_000;
+
+pub fn clip(s: &str, n: usize) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(n).collect();
+    if s.chars().count() > n {
+        out.push('…');
+    }
+    out
+}
+
+fn check_extra(extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), GatewayError> {
+    for (k, _) in extra {
+        let lower = k.to_ascii_lowercase();
+        if FORBIDDEN_FIELDS.contains(&lower.as_str())
+            || lower.starts_with("aws_")
+            || lower.starts_with("vertex_")
+            || lower.ends_with("_api_key")
+            || lower.ends_with("_base_url")
+        {
+            return Err(GatewayError::Client(ClientError::ForbiddenField {
+                field: clip(k, 64),
+            }));
+        }
+        if k.is_empty()
+            || k.len() > 64
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(GatewayError::invalid(
+                format!("unknown request field `{}`", clip(k, 64)),
+                Some(&clip(k, 64)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn range(v: Option<f64>, lo: f64, hi: f64, name: &str) -> Result<(), GatewayError> {
+    match v {
+        Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => Err(GatewayError::invalid(
+            format!("`{name}` must be between {lo} and {hi}"),
+            Some(name),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Stage 3 (guard_in, input half): everything a request must satisfy before it may cost money.
+pub fn validate_chat(req: &ChatCompletionRequest) -> Result<(), GatewayError> {
+    if req.model.is_empty() {
+        return Err(GatewayError::invalid("`model` is required", Some("model")));
+    }
+    if req.model.len() > 256 || req.model.chars().any(char::is_control) {
+        return Err(GatewayError::invalid("`model` is not a valid model name", Some("model")));
+    }
+    if req.messages.is_empty() {
+        return Err(GatewayError::invalid(
+            "`messages` must contain at least one message",
+            Some("messages"),
+        ));
+    }
+    if req.messages.len() > MAX_MESSAGES {
+        return Err(GatewayError::invalid(
+            format!("`messages` has more than {MAX_MESSAGES} entries"),
+            Some("messages"),
+        ));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        match m.role {
+            Role::Tool if m.tool_call_id.is_none() => {
+                return Err(GatewayError::invalid(
+                    "a `tool` message needs `tool_call_id`",
+                    Some(&format!("messages[{i}].tool_call_id")),
+                ));
+            }
+            Role::User | Role::System | Role::Developer if m.content.is_none() => {
+                return Err(GatewayError::invalid(
+                    format!("a `{}` message needs `content`", m.role.as_str()),
+                    Some(&format!("messages[{i}].content")),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if req.tools.as_ref().is_some_and(|t| t.len() > MAX_TOOLS) {
+        return Err(GatewayError::invalid(
+            format!("`tools` has more than {MAX_TOOLS} entries"),
+            Some("tools"),
+        ));
+    }
+    if let Some(tools) = &req.tools {
+        for (i, t) in tools.iter().enumerate() {
+            if t.kind == kairos_api::openai::ToolKind::Function && t.function.is_none() {
+                return Err(GatewayError::invalid(
+                    "a function tool needs `function`",
+                    Some(&format!("tools[{i}].function")),
+                ));
+            }
+        }
+    }
+    if let Some(n) = req.n
+        && !(1..=MAX_N).contains(&n)
+    {
+        return Err(GatewayError::invalid(format!("`n` must be between 1 and {MAX_N}"), Some("n")));
+    }
+    for (name, v) in [
+        ("max_tokens", req.max_tokens),
+        ("max_completion_tokens", req.max_completion_tokens),
+    ] {
+        if let Some(v) = v
+            && !(1..=MAX_OUTPUT_TOKENS).contains(&v)
+        {
+            return Err(GatewayError::invalid(
+                format!("`{name}` must be between 1 and {MAX_OUTPUT_TOKENS}"),
+                Some(name),
+            ));
+        }
+    }
+    range(req.temperature, 0.0, 2.0, "temperature")?;
+    range(req.top_p, 0.0, 1.0, "top_p")?;
+    range(req.frequency_penalty, -2.0, 2.0, "frequency_penalty")?;
+    range(req.presence_penalty, -2.0, 2.0, "presence_penalty")?;
+    if req.top_logprobs.is_some_and(|v| v > 20) {
+        return Err(GatewayError::invalid("`top_logprobs` must be at most 20", Some("top_logprobs")));
+    }
+    if let Some(stop) = &req.stop {
+        let v = stop.to_vec();
+        if v.len() > MAX_STOP {
+            return Err(GatewayError::invalid(format!("`stop` has more than {MAX_STOP} entries"), Some("stop")));
+        }
+    }
+    if let Some(md) = &req.metadata {
+        if md.len() > 16 {
+            return Err(GatewayError::invalid("`metadata` has more than 16 keys", Some("metadata")));
+        }
+        for (k, v) in md {
+            if k.len() > 64 || !v.as_str().is_some_and(|s| s.len() <= 512) {
+                return Err(GatewayError::invalid(
+                    "`metadata` values must be strings of at most 512 characters with keys of at most 64",
+                    Some("metadata"),
+                ));
+            }
+        }
+    }
+    if req.user.as_ref().is_some_and(|u| u.len() > 256) {
+        return Err(GatewayError::invalid("`user` is longer than 256 characters", Some("user")));
+    }
+    check_extra(&req.extra)?;
+    if let Some(so) = &req.stream_options {
+        check_extra(&so.extra)?;
+    }
+    Ok(())
+}
+
+pub fn validate_embeddings(req: &EmbeddingRequest) -> Result<(), GatewayError> {
+    if req.model.is_empty() {
+        return Err(GatewayError::invalid("`model` is required", Some("model")));
+    }
+    if req.input.is_empty() {
+        return Err(GatewayError::invalid("`input` must not be empty", Some("input")));
+    }
+    if req.input.len() > 2048 {
+        return Err(GatewayError::invalid("`input` has more than 2048 entries", Some("input")));
+    }
+    if req.dimensions.is_some_and(|d| d == 0 || d > 65_536) {
+        return Err(GatewayError::invalid("`dimensions` must be between 1 and 65536", Some("dimensions")));
+    }
+    check_extra(&req.extra)
+}
+
+fn translate_err(e: TranslateError) -> GatewayError {
+    GatewayError::Client(ClientError::InvalidRequest {
+        message: e.message,
+        param: e.param,
+    })
+}
+
+fn target<'a>(r: &'a Resolved) -> Target<'a> {
+    Target {
+        provider: &r.provider.name,
+        upstream_model: &r.entry.upstream_model,
+        api_key: r.provider.api_key(),
+        default_max_tokens: r
+            .entry
+            .max_output_tokens
+            .map_or(r.provider.default_max_tokens, |m| m.min(r.provider.default_max_tokens)),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A new request id (UUID v7: time-ordered, so ledger inserts stay index-friendly).
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Start-of-request facts for a [`Recorder`].
+pub fn request_info(
+    route: crate::record::RouteKind,
+    inbound: crate::record::InboundApi,
+    trace_id: Option<String>,
+    started: Instant,
+) -> crate::record::RequestInfo {
+    let id = new_request_id();
+    crate::record::RequestInfo {
+        trace_id: trace_id.unwrap_or_else(|| id.clone()),
+        id,
+        ts_ms: now_ms(),
+        started,
+        route,
+        inbound,
+        key_id: "-".into(),
+    }
+}
+
+impl Gateway {
+    /// Stages 3-9 for a chat request. Writes the ledger row itself for complete replies and
+    /// errors; a stream carries the recorder and writes the row when it ends or is dropped.
+    pub async fn chat(
+        &self,
+        mut rec: Recorder,
+        req: ChatCompletionRequest,
+    ) -> Result<ChatReply, GatewayError> {
+        rec.set_requested(&req.model, req.is_stream());
+        let end_user = req.user.clone();
+        let md = req.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()));
+        merge_attribution(&mut rec, md, end_user);
+        let result = self.chat_inner(&mut rec, req).await;
+        match result {
+            Ok(Dispatched::Complete(resp, meta)) => {
+                rec.finish_ok(200);
+                Ok(ChatReply::Complete(resp, meta))
+            }
+            Ok(Dispatched::Stream(mut stream, meta)) => {
+                stream.rec = Some(rec);
+                Ok(ChatReply::Stream(stream, meta))
+            }
+            Err(e) => {
+                rec.finish_err(&e);
+                Err(e)
+            }
+        }
+    }
+
+    async fn chat_inner(
+        &self,
+        rec: &mut Recorder,
+        req: ChatCompletionRequest,
+    ) -> Result<Dispatched, GatewayError> {
+        validate_chat(&req)?;
+        let resolved = self.resolve(&req.model, ModelMode::Chat)?;
+        rec.set_served(
+            &resolved.provider.name,
+            &resolved.entry.id,
+            resolved.entry.price.clone(),
+        );
+        let req = Arc::new(req);
+        rec.set_prompt(PromptSource::Chat(req.clone()));
+        self.dispatch_chat(rec, &req, &resolved).await
+    }
+
+    /// Stage 6, dispatch: one attempt against one target. (Retries and fallbacks: issue 4.)
+    async fn dispatch_chat(
+        &self,
+        rec: &mut Recorder,
+        req: &ChatCompletionRequest,
+        r: &Resolved,
+    ) -> Result<Dispatched, GatewayError> {
+        let stream = req.is_stream();
+        let t = target(r);
+        let up = r.provider.adapter.chat_request(req, &t, stream).map_err(translate_err)?;
+        let dropped_params = if r.provider.api() == kairos_providers::adapter::ApiKind::OpenAi {
+            Vec::new()
+        } else {
+            req.extra.keys().cloned().collect()
+        };
+        let headers = r.provider.outbound_headers(rec.id());
+        let deadline = Instant::now() + self.limits.request_timeout;
+        rec.upstream_start();
+        let resp = self
+            .client
+            .send(&r.provider.base_url, up, &headers, r.provider.ttfb_timeout.min(self.limits.request_timeout))
+            .await
+            .map_err(|e| GatewayError::from_send(&r.provider.name, e))?;
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        let mut meta = ReplyMeta {
+            request_id: rec.id().to_owned(),
+            provider: r.provider.name.clone(),
+            model: r.entry.id.clone(),
+            cost_micros: None,
+            dropped_params,
+            attempts: 1,
+        };
+        if !(200..300).contains(&status) {
+            let body = read_body(body, 64 * 1024, r.provider.stream_idle_timeout)
+                .await
+                .unwrap_or_default();
+            rec.upstream_end();
+            let e = r.provider.adapter.upstream_error(status, &parts.headers, &body);
+            return Err(GatewayError::Upstream(UpstreamFailure::Status(e)));
+        }
+        if stream {
+            let decoder = r.provider.adapter.chat_stream_decoder(&t);
+            let mut s = ChatStream {
+                body,
+                sse: SseDecoder::default(),
+                decoder,
+                queue: VecDeque::new(),
+                scratch: Vec::new(),
+                rec: None,
+                provider: r.provider.name.clone(),
+                idle: r.provider.stream_idle_timeout,
+                deadline,
+                upstream_done: false,
+                decoder_finished: false,
+                ended: false,
+                cost_micros: None,
+            };
+            s.prime(rec).await?;
+            return Ok(Dispatched::Stream(s, meta));
+        }
+        let body = read_body(body, self.limits.max_response_bytes, r.provider.ttfb_timeout)
+            .await
+            .map_err(|e| match e {
+                BodyError::Idle => GatewayError::Upstream(UpstreamFailure::Timeout {
+                    provider: r.provider.name.clone(),
+                }),
+                other => GatewayError::from_body(&r.provider.name, other),
+            })?;
+        rec.upstream_end();
+        let mut resp = r
+            .provider
+            .adapter
+            .chat_response(&body, &t)
+            .map_err(|e| GatewayError::from_decode(&r.provider.name, e))?;
+        for c in &resp.choices {
+            if let Some(text) = &c.message.content {
+                rec.add_output_text(text);
+            }
+            if let Some(calls) = &c.message.tool_calls {
+                for call in calls {
+                    rec.add_output_text(&call.function.arguments);
+                }
+            }
+        }
+        if let Some(u) = resp.usage.as_mut() {
+            rec.set_usage(Tokens::from_usage(u));
+            meta.cost_micros = rec.provider_cost_micros();
+            u.cost = meta.cost_micros.map(usd);
+        }
+        Ok(Dispatched::Complete(resp, meta))
+    }
+
+    /// Embeddings: stages 3-9 without streaming.
+    pub async fn embeddings(
+        &self,
+        mut rec: Recorder,
+        req: EmbeddingRequest,
+    ) -> Result<(EmbeddingResponse, ReplyMeta), GatewayError> {
+        rec.set_requested(&req.model, false);
+        merge_attribution(&mut rec, None, req.user.clone());
+        match self.embeddings_inner(&mut rec, req).await {
+            Ok(v) => {
+                rec.finish_ok(200);
+                Ok(v)
+            }
+            Err(e) => {
+                rec.finish_err(&e);
+                Err(e)
+            }
+        }
+    }
+
+    async fn embeddings_inner(
+        &self,
+        rec: &mut Recorder,
+        req: EmbeddingRequest,
+    ) -> Result<(EmbeddingResponse, ReplyMeta), GatewayError> {
+        validate_embeddings(&req)?;
+        let r = self.resolve(&req.model, ModelMode::Embedding)?;
+        rec.set_served(&r.provider.name, &r.entry.id, r.entry.price.clone());
+        let t = target(&r);
+        let up = r.provider.adapter.embeddings_request(&req, &t).map_err(translate_err)?;
+        let headers = r.provider.outbound_headers(rec.id());
+        rec.upstream_start();
+        let resp = self
+            .client
+            .send(&r.provider.base_url, up, &headers, r.provider.ttfb_timeout)
+            .await
+            .map_err(|e| GatewayError::from_send(&r.provider.name, e))?;
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        let limit = if (200..300).contains(&status) { self.limits.max_response_bytes } else { 64 * 1024 };
+        let body = read_body(body, limit, r.provider.ttfb_timeout)
+            .await
+            .map_err(|e| GatewayError::from_body(&r.provider.name, e))?;
+        rec.upstream_end();
+        if !(200..300).contains(&status) {
+            let e = r.provider.adapter.upstream_error(status, &parts.headers, &body);
+            return Err(GatewayError::Upstream(UpstreamFailure::Status(e)));
+        }
+        let mut resp = r
+            .provider
+            .adapter
+            .embeddings_response(&body, &req, &t)
+            .map_err(|e| GatewayError::from_decode(&r.provider.name, e))?;
+        let mut meta = ReplyMeta {
+            request_id: rec.id().to_owned(),
+            provider: r.provider.name.clone(),
+            model: r.entry.id.clone(),
+            cost_micros: None,
+            dropped_params: Vec::new(),
+            attempts: 1,
+        };
+        if resp.usage.prompt_tokens > 0 {
+            rec.set_usage(Tokens {
+                input: resp.usage.prompt_tokens,
+                ..Tokens::default()
+            });
+            meta.cost_micros = rec.provider_cost_micros();
+        } else {
+            // Some providers (Gemini) report no token counts for embeddings: estimate.
+            let input = Arc::new(req.input);
+            let input2 = input.clone();
+            let n = tokio::task::spawn_blocking(move || crate::tokens::embedding_input(&input2))
+                .await
+                .unwrap_or(0);
+            rec.set_prompt(PromptSource::Embedding(input));
+            resp.usage.prompt_tokens = n;
+            resp.usage.total_tokens = n;
+            // The recorder estimates again for the ledger (marked `estimated`); the cost header
+            // uses the same number.
+            meta.cost_micros = r.entry.price.as_ref().and_then(|p| {
+                p.cost_micros(&Tokens { input: n, ..Tokens::default() }.priced())
+            });
+        }
+        Ok((resp, meta))
+    }
+}
+
+/// Body `metadata`/`user` join the attribution the server took from `x-kairos-metadata`;
+/// header keys win over body keys.
+fn merge_attribution(rec: &mut Recorder, body_md: Option<serde_json::Value>, end_user: Option<String>) {
+    if let Some(serde_json::Value::Object(m)) = body_md {
+        rec.add_metadata(m, false);
+    }
+    if end_user.is_some() {
+        rec.set_end_user(end_user);
+    }
+}
+
+pub(crate) fn usd(micros: u64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+enum Dispatched {
+    Complete(ChatCompletion, ReplyMeta),
+    Stream(ChatStream, ReplyMeta),
+}
+
+/// A committed upstream stream, translated to canonical chunks.
+///
+/// Pull chunks with [`ChatStream::next`]. The final `Some(Err(..))` (cut, stall, upstream error
+/// event) or `None` (clean end) writes the ledger row; dropping the stream early (client gone)
+/// writes it as `client_disconnected` with the partial usage, and drops the upstream body, which
+/// closes that connection and cancels the generation promptly.
+pub struct ChatStream {
+    body: Incoming,
+    sse: SseDecoder,
+    decoder: Box<dyn ChatStreamDecoder>,
+    queue: VecDeque<ChatCompletionChunk>,
+    scratch: Vec<ChatCompletionChunk>,
+    rec: Option<Recorder>,
+    provider: String,
+    idle: Duration,
+    deadline: Instant,
+    /// The upstream's terminal event was seen.
+    upstream_done: bool,
+    /// `decoder.finish` has run.
+    decoder_finished: bool,
+    ended: bool,
+    cost_micros: Option<u64>,
+}
+
+impl ChatStream {
+    /// The cost, once the usage chunk has passed.
+    pub fn cost_micros(&self) -> Option<u64> {
+        self.cost_micros
+    }
+
+    /// Read until a chunk with visible content (or the end) is queued, so that failures before
+    /// the first content byte surface as a normal HTTP error and nothing is committed to the
+    /// client yet.
+    async fn prime(&mut self, rec: &mut Recorder) -> Result<(), GatewayError> {
+        loop {
+            if self
+                .queue
+                .iter()
+                .any(|c| c.choices.iter().any(|ch| ch.delta.has_content() || ch.finish_reason.is_some()) || c.usage.is_some())
+            {
+                return Ok(());
+            }
+            if self.upstream_done {
+                return Ok(());
+            }
+            match self.read_more().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // EOF before any content.
+                    self.upstream_done = true;
+                    let r = self.finish_decoder();
+                    rec.upstream_end();
+                    return r;
+                }
+                Err(e) => {
+                    rec.upstream_end();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Read one body frame and decode it. `Ok(false)` at EOF.
+    async fn read_more(&mut self) -> Result<bool, GatewayError> {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(GatewayError::Upstream(UpstreamFailure::StreamStalled {
+                provider: self.provider.clone(),
+            }));
+        }
+        let wait = self.idle.min(self.deadline - now);
+        let frame = match tokio::time::timeout(wait, self.body.frame()).await {
+            Err(_) => {
+                return Err(GatewayError::Upstream(UpstreamFailure::StreamStalled {
+                    provider: self.provider.clone(),
+                }));
+            }
+            Ok(None) => return Ok(false),
+            Ok(Some(Err(_))) => {
+                return Err(GatewayError::Upstream(UpstreamFailure::StreamCut {
+                    provider: self.provider.clone(),
+                }));
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            return Ok(true);
+        };
+        if self.upstream_done {
+            return Ok(true); // bytes after the terminal event are ignored
+        }
+        self.feed(&data)?;
+        Ok(true)
+    }
+
+    fn feed(&mut self, data: &Bytes) -> Result<(), GatewayError> {
+        self.sse.feed(data);
+        loop {
+            let ev = match self.sse.next_event() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(GatewayError::Upstream(UpstreamFailure::InvalidResponse {
+                        provider: self.provider.clone(),
+                        detail: e.to_string(),
+                    }));
+                }
+            };
+            let sig = self
+                .decoder
+                .on_event(&ev, &mut self.scratch)
+                .map_err(|e| GatewayError::from_decode(&self.provider, e))?;
+            self.queue.extend(self.scratch.drain(..));
+            if sig == StreamSignal::Done {
+                self.upstream_done = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, chunk: &mut ChatCompletionChunk) {
+        let Some(rec) = self.rec.as_mut() else { return };
+        for ch in &chunk.choices {
+            let d = &ch.delta;
+            if d.has_content() {
+                rec.first_token();
+            }
+            if let Some(c) = &d.content {
+                rec.add_output_text(c);
+            }
+            if let Some(c) = &d.reasoning_content {
+                rec.add_output_text(c);
+            }
+            if let Some(calls) = &d.tool_calls {
+                for call in calls {
+                    if let Some(f) = &call.function {
+                        if let Some(a) = &f.arguments {
+                            rec.add_output_text(a);
+                        }
+                        if let Some(n) = &f.name {
+                            rec.add_output_text(n);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(u) = chunk.usage.as_mut() {
+            rec.set_usage(Tokens::from_usage(u));
+            self.cost_micros = rec.provider_cost_micros();
+            u.cost = self.cost_micros.map(usd);
+        }
+    }
+
+    /// Run the decoder's end-of-input check once, queueing any chunks it still holds.
+    fn finish_decoder(&mut self) -> Result<(), GatewayError> {
+        if self.decoder_finished {
+            return Ok(());
+        }
+        self.decoder_finished = true;
+        let mut tail = Vec::new();
+        self.decoder
+            .finish(&mut tail)
+            .map_err(|e| GatewayError::from_decode(&self.provider, e))?;
+        self.queue.extend(tail);
+        Ok(())
+    }
+
+    /// The next canonical chunk; `Some(Err)` once if the stream fails; `None` at a clean end.
+    pub async fn next(&mut self) -> Option<Result<ChatCompletionChunk, GatewayError>> {
+        loop {
+            if let Some(mut c) = self.queue.pop_front() {
+                self.observe(&mut c);
+                return Some(Ok(c));
+            }
+            if self.ended {
+                return None;
+            }
+            if self.upstream_done {
+                if !self.decoder_finished {
+                    // Drain to EOF (bounded) so the connection can go back to the pool.
+                    let _ = tokio::time::timeout(Duration::from_millis(50), async {
+                        while let Some(Ok(_)) = self.body.frame().await {}
+                    })
+                    .await;
+                    // Clean only if the decoder saw its terminal event (or, for APIs without
+                    // one, the final finish reason).
+                    if let Err(e) = self.finish_decoder() {
+                        return Some(Err(self.fail(e)));
+                    }
+                    continue;
+                }
+                self.ended = true;
+                if let Some(mut rec) = self.rec.take() {
+                    rec.upstream_end();
+                    rec.finish_ok(200);
+                }
+                return None;
+            }
+            match self.read_more().await {
+                Ok(true) => {}
+                Ok(false) => self.upstream_done = true,
+                Err(e) => return Some(Err(self.fail(e))),
+            }
+        }
+    }
+
+    fn fail(&mut self, e: GatewayError) -> GatewayError {
+        self.ended = true;
+        self.queue.clear();
+        if let Some(mut rec) = self.rec.take() {
+            rec.upstream_end();
+            rec.finish_stream_err(&e);
+        }
+        e
+    }
+}
+
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<ChatStream>();
+}

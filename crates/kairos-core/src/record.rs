@@ -1,0 +1,431 @@
+//! Stage 9, record: exactly one ledger row per request.
+//!
+//! A [`Recorder`] is created when a request arrives and travels with it (into the stream for
+//! streamed responses). It is consumed by [`Recorder::finish`]; if it is dropped instead — the
+//! client went away, the handler future was cancelled — its `Drop` writes the row as
+//! `client_disconnected` with whatever usage was seen so far. Either way exactly one row is
+//! written, and writing never blocks: [`kairos_store::LedgerHandle::record`] only enqueues.
+//!
+//! When the provider reported no usage, tokens are estimated with a real tokenizer on a blocking
+//! thread and the row is marked `usage_source = "estimated"`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kairos_api::openai::{ChatCompletionRequest, EmbeddingInput, Usage};
+use kairos_store::{LedgerHandle, LedgerRow};
+
+use crate::catalog::{Price, TokenUsage};
+use crate::error::GatewayError;
+
+/// Which inbound API the caller used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundApi {
+    OpenAi,
+    Anthropic,
+}
+
+impl InboundApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboundApi::OpenAi => "openai",
+            InboundApi::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// The route, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Chat,
+    Messages,
+    Embeddings,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Chat => "chat",
+            RouteKind::Messages => "messages",
+            RouteKind::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// What the request asked the model to read, kept only to estimate tokens if the provider
+/// reports none.
+#[derive(Debug, Clone)]
+pub enum PromptSource {
+    None,
+    Chat(Arc<ChatCompletionRequest>),
+    Embedding(Arc<EmbeddingInput>),
+}
+
+/// Usage as the gateway accounts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// All prompt tokens, cached ones included (OpenAI convention).
+    pub input: u64,
+    pub output: u64,
+    pub cached: u64,
+    pub cache_write: u64,
+    pub reasoning: u64,
+}
+
+impl Tokens {
+    pub fn from_usage(u: &Usage) -> Tokens {
+        Tokens {
+            input: u.prompt_tokens,
+            output: u.completion_tokens,
+            cached: u.cached_tokens(),
+            cache_write: u
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cache_write_tokens)
+                .unwrap_or(0),
+            reasoning: u.reasoning_tokens(),
+        }
+    }
+
+    /// The split the price table needs (uncached input separately from cache reads/writes).
+    pub fn priced(&self) -> TokenUsage {
+        let cached = self.cached.min(self.input);
+        let write = self.cache_write.min(self.input - cached);
+        TokenUsage {
+            input: self.input - cached - write,
+            output: self.output,
+            cached_input: cached,
+            cache_write: write,
+        }
+    }
+}
+
+/// Cost in micro-USD, None when the model has no price.
+pub fn cost_micros(price: Option<&Price>, t: &Tokens) -> Option<u64> {
+    price.and_then(|p| p.cost_micros(&t.priced()))
+}
+
+/// Where the usage numbers came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageSource {
+    Provider,
+    Estimated,
+    None,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Provider => "provider",
+            UsageSource::Estimated => "estimated",
+            UsageSource::None => "none",
+        }
+    }
+}
+
+/// How the request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Error,
+    ClientDisconnected,
+}
+
+pub struct Recorder {
+    ledger: LedgerHandle,
+    row: LedgerRow,
+    started: Instant,
+    upstream_started: Option<Instant>,
+    upstream_time: Duration,
+    ttft: Option<Duration>,
+    price: Option<Price>,
+    /// Provider-reported usage, if any arrived.
+    usage: Option<Tokens>,
+    /// Visible output seen so far (stream chunks, or the final answer), for estimates.
+    output_text: String,
+    prompt: PromptSource,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    finished: bool,
+}
+
+/// The facts known when a request arrives.
+pub struct RequestInfo {
+    pub id: String,
+    pub ts_ms: i64,
+    pub started: Instant,
+    pub route: RouteKind,
+    pub inbound: InboundApi,
+    pub key_id: String,
+    pub trace_id: String,
+}
+
+impl Recorder {
+    pub fn new(ledger: LedgerHandle, info: RequestInfo) -> Recorder {
+        Recorder {
+            ledger,
+            row: LedgerRow {
+                id: info.id,
+                ts_ms: info.ts_ms,
+                key_id: info.key_id,
+                workspace: None,
+                route: info.route.as_str().to_owned(),
+                inbound_api: info.inbound.as_str().to_owned(),
+                requested_model: String::new(),
+                served_model: None,
+                provider: None,
+                stream: false,
+                status_code: 0,
+                outcome: String::new(),
+                error_kind: None,
+                input_tokens: 0,
+                output_tokens: 0,
+                cached_tokens: 0,
+                cache_write_tokens: 0,
+                reasoning_tokens: 0,
+                usage_source: UsageSource::None.as_str().to_owned(),
+                cost_micros: None,
+                latency_total_us: 0,
+                latency_upstream_us: None,
+                overhead_us: 0,
+                ttft_us: None,
+                metadata: None,
+                end_user: None,
+                trace_id: info.trace_id,
+                attempts: 0,
+            },
+            started: info.started,
+            upstream_started: None,
+            upstream_time: Duration::ZERO,
+            ttft: None,
+            price: None,
+            usage: None,
+            output_text: String::new(),
+            prompt: PromptSource::None,
+            metadata: serde_json::Map::new(),
+            finished: false,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.row.id
+    }
+
+    pub fn trace_id(&self) -> &str {
+        &self.row.trace_id
+    }
+
+    pub fn set_key(&mut self, key_id: &str) {
+        key_id.clone_into(&mut self.row.key_id);
+    }
+
+    pub fn set_requested(&mut self, model: &str, stream: bool) {
+        model.clone_into(&mut self.row.requested_model);
+        self.row.stream = stream;
+    }
+
+    /// Add attribution tags. With `overwrite` false, existing keys are kept (header metadata
+    /// is added first and wins over body metadata).
+    pub fn add_metadata(&mut self, m: serde_json::Map<String, serde_json::Value>, overwrite: bool) {
+        for (k, v) in m {
+            if overwrite || !self.metadata.contains_key(&k) {
+                self.metadata.insert(k, v);
+            }
+        }
+    }
+
+    pub fn set_end_user(&mut self, end_user: Option<String>) {
+        self.row.end_user = end_user;
+    }
+
+    pub fn set_served(&mut self, provider: &str, model: &str, price: Option<Price>) {
+        self.row.provider = Some(provider.to_owned());
+        self.row.served_model = Some(model.to_owned());
+        self.price = price;
+    }
+
+    pub fn set_prompt(&mut self, p: PromptSource) {
+        self.prompt = p;
+    }
+
+    pub fn upstream_start(&mut self) {
+        self.row.attempts += 1;
+        self.upstream_started = Some(Instant::now());
+    }
+
+    /// Close the current upstream interval (response fully read, or stream ended).
+    pub fn upstream_end(&mut self) {
+        if let Some(s) = self.upstream_started.take() {
+            self.upstream_time += s.elapsed();
+        }
+    }
+
+    pub fn first_token(&mut self) {
+        if self.ttft.is_none() {
+            self.ttft = Some(self.started.elapsed());
+        }
+    }
+
+    pub fn add_output_text(&mut self, s: &str) {
+        // Bounded: the estimate only needs a representative prefix beyond 1 MiB.
+        if self.output_text.len() < 1 << 20 {
+            self.output_text.push_str(s);
+        }
+    }
+
+    pub fn set_usage(&mut self, u: Tokens) {
+        self.usage = Some(u);
+    }
+
+    pub fn usage(&self) -> Option<Tokens> {
+        self.usage
+    }
+
+    /// Cost of the provider-reported usage so far (None when unpriced or no usage yet).
+    pub fn provider_cost_micros(&self) -> Option<u64> {
+        self.usage
+            .as_ref()
+            .and_then(|u| cost_micros(self.price.as_ref(), u))
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Write the row for a successful request.
+    pub fn finish_ok(mut self, status: u16) {
+        self.row.status_code = i32::from(status);
+        self.row.outcome = "ok".into();
+        self.complete(Outcome::Ok);
+    }
+
+    /// Write the row for a failed request.
+    pub fn finish_err(mut self, err: &GatewayError) {
+        self.row.status_code = i32::from(err.status());
+        self.row.outcome = "error".into();
+        self.row.error_kind = Some(err.kind().to_owned());
+        self.complete(Outcome::Error);
+    }
+
+    /// Write the row for a stream that started (200 sent) and then failed.
+    pub fn finish_stream_err(mut self, err: &GatewayError) {
+        self.row.status_code = 200;
+        self.row.outcome = match err.kind() {
+            "upstream_cut" => "upstream_cut",
+            "upstream_stalled" => "upstream_stalled",
+            _ => "error",
+        }
+        .into();
+        self.row.error_kind = Some(err.kind().to_owned());
+        self.complete(Outcome::Error);
+    }
+
+    fn complete(&mut self, outcome: Outcome) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.upstream_end();
+        let total = self.started.elapsed();
+        if !self.metadata.is_empty() {
+            self.row.metadata =
+                serde_json::to_string(&std::mem::take(&mut self.metadata)).ok();
+        }
+        let row = &mut self.row;
+        if outcome == Outcome::ClientDisconnected {
+            row.outcome = "client_disconnected".into();
+            row.status_code = if row.stream && self.ttft.is_some() { 200 } else { 499 };
+            row.error_kind.get_or_insert_with(|| "client_disconnected".into());
+        }
+        row.latency_total_us = micros(total);
+        row.latency_upstream_us = (row.attempts > 0).then(|| micros(self.upstream_time));
+        row.overhead_us = micros(total.saturating_sub(self.upstream_time));
+        row.ttft_us = self.ttft.map(micros);
+
+        let called_upstream = row.attempts > 0;
+        match self.usage {
+            Some(u) => {
+                apply_tokens(row, &u, self.price.as_ref(), UsageSource::Provider);
+                self.ledger.record(row.clone());
+            }
+            None if called_upstream && (outcome == Outcome::Ok || !self.output_text.is_empty() || outcome == Outcome::ClientDisconnected) => {
+                // The provider may bill this request but told us nothing: estimate off the
+                // async runtime (the tokenizer is CPU work and loads lazily).
+                let mut row = row.clone();
+                let prompt = std::mem::replace(&mut self.prompt, PromptSource::None);
+                let output = std::mem::take(&mut self.output_text);
+                let price = self.price.clone();
+                let ledger = self.ledger.clone();
+                let job = move || {
+                    let t = estimate(&prompt, &output);
+                    apply_tokens(&mut row, &t, price.as_ref(), UsageSource::Estimated);
+                    ledger.record(row);
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(h) => {
+                        h.spawn_blocking(job);
+                    }
+                    Err(_) => job(),
+                }
+            }
+            None => {
+                // Nothing reached a provider (or it failed before generating): no spend.
+                row.cost_micros = if called_upstream { None } else { Some(0) };
+                self.ledger.record(row.clone());
+            }
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.complete(Outcome::ClientDisconnected);
+        }
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn apply_tokens(row: &mut LedgerRow, t: &Tokens, price: Option<&Price>, src: UsageSource) {
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    row.input_tokens = i(t.input);
+    row.output_tokens = i(t.output);
+    row.cached_tokens = i(t.cached);
+    row.cache_write_tokens = i(t.cache_write);
+    row.reasoning_tokens = i(t.reasoning);
+    row.usage_source = src.as_str().to_owned();
+    row.cost_micros = cost_micros(price, t).map(i);
+}
+
+fn estimate(prompt: &PromptSource, output: &str) -> Tokens {
+    let input = match prompt {
+        PromptSource::None => 0,
+        PromptSource::Chat(req) => crate::tokens::chat_prompt(req),
+        PromptSource::Embedding(inp) => crate::tokens::embedding_input(inp),
+    };
+    Tokens {
+        input,
+        output: crate::tokens::count(output),
+        ..Tokens::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priced_split_never_underflows() {
+        let t = Tokens {
+            input: 10,
+            output: 5,
+            cached: 8,
+            cache_write: 8,
+            reasoning: 0,
+        };
+        let p = t.priced();
+        assert_eq!((p.input, p.cached_input, p.cache_write), (0, 8, 2));
+    }
+}

@@ -1,0 +1,78 @@
+//! Token estimates for when a provider reports no usage (rows are then marked `estimated`).
+//!
+//! Uses tiktoken's `o200k_base` (the tokenizer of current OpenAI models) for every model: exact
+//! for OpenAI, an approximation for other vendors' tokenizers (typically within ~10-20%). The BPE
+//! table is loaded lazily on first use (it costs ~100 ms and tens of MB), so a gateway whose
+//! providers always report usage never pays for it. Call these from blocking contexts
+//! (`spawn_blocking`), never on the async request path.
+
+use kairos_api::openai::{ChatCompletionRequest, ChatMessage, EmbeddingInput};
+
+/// Tokens in a piece of text.
+pub fn count(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len() as u64
+}
+
+/// Prompt tokens of a chat request, with OpenAI's per-message framing overhead (3 tokens per
+/// message, 3 for the reply priming) and the tool definitions as JSON.
+pub fn chat_prompt(req: &ChatCompletionRequest) -> u64 {
+    let mut n = 3;
+    for m in &req.messages {
+        n += message(m);
+    }
+    if let Some(tools) = &req.tools
+        && let Ok(json) = serde_json::to_string(tools)
+    {
+        n += count(&json);
+    }
+    n
+}
+
+fn message(m: &ChatMessage) -> u64 {
+    let mut n = 3;
+    if let Some(c) = &m.content {
+        n += count(&c.text());
+    }
+    if let Some(name) = &m.name {
+        n += count(name) + 1;
+    }
+    if let Some(calls) = &m.tool_calls {
+        for c in calls {
+            n += count(&c.function.name) + count(&c.function.arguments) + 3;
+        }
+    }
+    n
+}
+
+/// Tokens of an embeddings input.
+pub fn embedding_input(input: &EmbeddingInput) -> u64 {
+    match input {
+        EmbeddingInput::Text(s) => count(s),
+        EmbeddingInput::Texts(v) => v.iter().map(|s| count(s)).sum(),
+        EmbeddingInput::Tokens(t) => t.len() as u64,
+        EmbeddingInput::TokenBatches(b) => b.iter().map(|t| t.len() as u64).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kairos_api::openai::Role;
+
+    #[test]
+    fn counts_with_a_real_tokenizer() {
+        assert_eq!(count(""), 0);
+        assert_eq!(count("hello world"), 2);
+        let req = ChatCompletionRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::new(Role::User, "hello world")],
+            ..Default::default()
+        };
+        assert_eq!(chat_prompt(&req), 3 + 3 + 2);
+    }
+}

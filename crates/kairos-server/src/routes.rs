@@ -1,0 +1,357 @@
+//! The axum router and the handlers. Handlers are thin: authenticate, read and parse the body,
+//! call the core pipeline, turn the result into HTTP in the caller's API shape.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use kairos_api::openai::{ChatCompletionRequest, EmbeddingRequest};
+use kairos_api::sse;
+use kairos_core::error::{ClientError, GatewayError, InternalError};
+use kairos_core::gateway::Gateway;
+use kairos_core::pipeline::{ChatReply, ChatStream, ReplyMeta, request_info};
+use kairos_core::record::{InboundApi, Recorder, RouteKind};
+use kairos_store::Store;
+
+use crate::http::{
+    Shape, X_ATTEMPTS, X_COST, X_DROPPED, X_MODEL, X_PROVIDER, X_REQUEST_ID, X_TRACE_ID,
+    check_json_content_type, error_body, error_response, format_usd, parse_json, presented_key,
+    read_limited, set,
+};
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub gateway: Gateway,
+    pub store: Store,
+    pub max_body_bytes: usize,
+    pub max_in_flight: usize,
+    pub in_flight: AtomicUsize,
+}
+
+/// Counts a request as in flight until dropped (for streams: until the stream ends).
+pub struct InFlight(Arc<AppState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AppState {
+    /// Load shedding (test-matrix U22): beyond the cap, answer 503 at once.
+    fn admit(self: &Arc<Self>) -> Option<InFlight> {
+        let prev = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(self.clone());
+        (prev < self.max_in_flight).then_some(guard)
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(crate::anthropic::messages))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> Response<Body> {
+    error_response(&GatewayError::Client(ClientError::NotFound), Shape::OpenAi, None)
+}
+
+async fn method_not_allowed() -> Response<Body> {
+    error_response(&GatewayError::Client(ClientError::MethodNotAllowed), Shape::OpenAi, None)
+}
+
+async fn healthz() -> Response<Body> {
+    json_response(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> Response<Body> {
+    match st.store.ping().await {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            Bytes::from(
+                serde_json::json!({"status": "ready", "store": st.store.backend(), "providers": st.gateway.provider_names()})
+                    .to_string(),
+            ),
+        ),
+        Err(_) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from(
+                serde_json::json!({"status": "unavailable", "store": st.store.backend()}).to_string(),
+            ),
+        ),
+    }
+}
+
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The start of every inference request: admission, recorder, authentication, attribution
+/// headers. On failure the row is written and the error response returned.
+pub(crate) struct Begun {
+    pub rec: Recorder,
+    pub guard: InFlight,
+}
+
+pub(crate) fn begin(
+    st: &Arc<AppState>,
+    headers: &HeaderMap,
+    route: RouteKind,
+    inbound: InboundApi,
+    shape: Shape,
+) -> Result<Begun, Response<Body>> {
+    let started = Instant::now();
+    let trace = headers
+        .get("x-kairos-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| {
+            !t.is_empty()
+                && t.len() <= 128
+                && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .map(str::to_owned);
+    let mut rec = Recorder::new(st.gateway.ledger().clone(), request_info(route, inbound, trace, started));
+    let fail = |rec: Recorder, e: GatewayError| {
+        let id = rec.id().to_owned();
+        rec.finish_err(&e);
+        error_response(&e, shape, Some(&id))
+    };
+    let Some(guard) = st.admit() else {
+        return Err(fail(rec, GatewayError::Internal(InternalError::Overloaded)));
+    };
+    match st.gateway.authenticate(presented_key(headers)) {
+        Ok(p) => rec.set_key(&p.key_id),
+        Err(e) => return Err(fail(rec, e)),
+    }
+    if let Some(v) = headers.get("x-kairos-metadata") {
+        match parse_metadata_header(v) {
+            Ok(m) => rec.add_metadata(m, true),
+            Err(e) => return Err(fail(rec, e)),
+        }
+    }
+    Ok(Begun { rec, guard })
+}
+
+/// `x-kairos-metadata`: a JSON object of at most 4 KiB whose values are strings, numbers or
+/// booleans.
+fn parse_metadata_header(v: &HeaderValue) -> Result<serde_json::Map<String, serde_json::Value>, GatewayError> {
+    let bad = || GatewayError::invalid(
+        "`x-kairos-metadata` must be a JSON object (at most 4 KiB) of string, number or boolean values",
+        Some("x-kairos-metadata"),
+    );
+    if v.len() > 4096 {
+        return Err(bad());
+    }
+    let m: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(v.as_bytes()).map_err(|_| bad())?;
+    if m.len() > 64
+        || m.iter().any(|(k, v)| {
+            k.len() > 64 || !(v.is_string() || v.is_number() || v.is_boolean())
+        })
+    {
+        return Err(bad());
+    }
+    Ok(m)
+}
+
+/// Read, size-check and parse the JSON body; on failure write the row and return the response.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    rec: Recorder,
+    shape: Shape,
+) -> Result<(T, Recorder), Response<Body>> {
+    let parsed = async {
+        check_json_content_type(headers)?;
+        let bytes = read_limited(headers, body, st.max_body_bytes).await?;
+        parse_json::<T>(&bytes)
+    }
+    .await;
+    match parsed {
+        Ok(v) => Ok((v, rec)),
+        Err(e) => {
+            let id = rec.id().to_owned();
+            rec.finish_err(&e);
+            Err(error_response(&e, shape, Some(&id)))
+        }
+    }
+}
+
+pub(crate) fn meta_headers(h: &mut HeaderMap, meta: &ReplyMeta, trace_id: &str) {
+    set(h, X_REQUEST_ID, &meta.request_id);
+    set(h, X_TRACE_ID, trace_id);
+    set(h, X_MODEL, &meta.model);
+    set(h, X_PROVIDER, &meta.provider);
+    set(h, X_ATTEMPTS, &meta.attempts.to_string());
+    match meta.cost_micros {
+        Some(c) => set(h, X_COST, &format_usd(c)),
+        // Streams learn their cost at the end: it is in the final usage chunk (`usage.cost`).
+        None => set(h, X_COST, "pending"),
+    }
+    if !meta.dropped_params.is_empty() {
+        set(h, X_DROPPED, &meta.dropped_params.join(","));
+    }
+}
+
+async fn chat_completions(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
+    let Begun { rec, guard } =
+        match begin(&st, &headers, RouteKind::Chat, InboundApi::OpenAi, Shape::OpenAi) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+    let (req, rec): (ChatCompletionRequest, Recorder) =
+        match read_json(&st, &headers, body, rec, Shape::OpenAi).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+    let id = rec.id().to_owned();
+    let trace = rec.trace_id().to_owned();
+    let wants_usage = req.wants_usage_in_stream();
+    match st.gateway.chat(rec, req).await {
+        Ok(ChatReply::Complete(resp, meta)) => {
+            let body = serde_json::to_vec(&resp).unwrap_or_default();
+            let mut r = json_response(StatusCode::OK, Bytes::from(body));
+            meta_headers(r.headers_mut(), &meta, &trace);
+            r
+        }
+        Ok(ChatReply::Stream(stream, meta)) => {
+            let mut r = Response::new(openai_sse(stream, wants_usage, guard));
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            meta_headers(h, &meta, &trace);
+            r
+        }
+        Err(e) => error_response(&e, Shape::OpenAi, Some(&id)),
+    }
+}
+
+/// Canonical chunks -> OpenAI SSE. A failure after the stream started ends it with an error
+/// event and WITHOUT `[DONE]`, so no client mistakes a cut answer for a complete one.
+fn openai_sse(stream: ChatStream, wants_usage: bool, guard: InFlight) -> Body {
+    struct S {
+        stream: ChatStream,
+        _guard: InFlight,
+        done: bool,
+    }
+    let state = S {
+        stream,
+        _guard: guard,
+        done: false,
+    };
+    let s = futures_util::stream::unfold(state, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            match st.stream.next().await {
+                Some(Ok(chunk)) => {
+                    if chunk.choices.is_empty() && chunk.usage.is_some() && !wants_usage {
+                        continue; // we asked for usage; the caller did not
+                    }
+                    let json = serde_json::to_vec(&chunk).unwrap_or_default();
+                    return Some((Ok::<Bytes, std::convert::Infallible>(sse::encode_data(&json)), st));
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    return Some((Ok(sse::encode_data(&error_body(&e, Shape::OpenAi))), st));
+                }
+                None => {
+                    st.done = true;
+                    return Some((Ok(Bytes::from_static(sse::DONE)), st));
+                }
+            }
+        }
+    });
+    Body::from_stream(s)
+}
+
+async fn embeddings(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
+    let Begun { rec, guard: _guard } =
+        match begin(&st, &headers, RouteKind::Embeddings, InboundApi::OpenAi, Shape::OpenAi) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+    let (req, rec): (EmbeddingRequest, Recorder) =
+        match read_json(&st, &headers, body, rec, Shape::OpenAi).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+    let id = rec.id().to_owned();
+    let trace = rec.trace_id().to_owned();
+    match st.gateway.embeddings(rec, req).await {
+        Ok((resp, meta)) => {
+            let mut r = json_response(StatusCode::OK, Bytes::from(serde_json::to_vec(&resp).unwrap_or_default()));
+            meta_headers(r.headers_mut(), &meta, &trace);
+            r
+        }
+        Err(e) => error_response(&e, Shape::OpenAi, Some(&id)),
+    }
+}
+
+fn authorized(st: &AppState, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    st.gateway
+        .authenticate(presented_key(headers))
+        .map(|_| ())
+        .map_err(|e| error_response(&e, Shape::OpenAi, None))
+}
+
+async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
+    if let Err(r) = authorized(&st, &headers) {
+        return r;
+    }
+    json_response(
+        StatusCode::OK,
+        Bytes::from(serde_json::to_vec(&st.gateway.models()).unwrap_or_default()),
+    )
+}
+
+async fn model(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response<Body> {
+    if let Err(r) = authorized(&st, &headers) {
+        return r;
+    }
+    match st.gateway.models().data.into_iter().find(|m| m.id == id) {
+        Some(m) => json_response(StatusCode::OK, Bytes::from(serde_json::to_vec(&m).unwrap_or_default())),
+        None => error_response(
+            &GatewayError::Client(ClientError::UnknownModel {
+                model: kairos_core::pipeline::clip(&id, 200),
+                hint: None,
+            }),
+            Shape::OpenAi,
+            None,
+        ),
+    }
+}
