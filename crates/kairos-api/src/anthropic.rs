@@ -949,12 +949,6 @@ mod tests {
             (Some(9), Some(4), None)
         );
     }
-}
-
-#[cfg(test)]
-mod strictness_tests {
-    use super::*;
-    use serde_json::json;
 
     #[test]
     fn known_block_types_are_parsed_strictly() {

@@ -27,7 +27,7 @@
 //! | `tool_choice` auto / required / none / function | `auto` / `any` / `none` / `tool` |
 //! | `parallel_tool_calls: false` | `tool_choice.disable_parallel_tool_use: true` |
 //! | `response_format` json_object / json_schema | an extra system instruction asking for a single JSON object (with the schema, when given); Anthropic has no JSON mode |
-//! | `reasoning_effort` low / medium / high (xhigh) | `thinking: {type: enabled, budget_tokens: 1024 / 4096 / 16384 (32768)}`; `minimal`/`none` = no thinking. `max_tokens` is raised to `budget + max_tokens` when it would not exceed the budget; `temperature`, `top_p` and `top_k` are dropped (Anthropic rejects them with thinking) |
+//! | `reasoning_effort` low / medium / high (xhigh) | `thinking: {type: enabled, budget_tokens: 1024 / 4096 / 16384 (32768)}`; `minimal`/`none` = no thinking. `max_tokens` is raised to `budget + max_tokens` when it would not exceed the budget; `temperature`, `top_p` and `top_k` are dropped (Anthropic rejects them with thinking). No thinking when `tool_choice` forces a tool (Anthropic rejects that combination) |
 //!
 //! Rejected with a [`TranslateError`] (the caller gets a 400 naming the field): `n > 1`, audio
 //! input, files that are not PDF data URLs, image types Anthropic does not take, custom tools,
@@ -64,10 +64,10 @@ use kairos_api::anthropic::{
 };
 use kairos_api::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
-    CompletionTokensDetails, ContentPart, Delta, EmbeddingRequest, EmbeddingResponse,
-    FinishReason, FunctionCall, FunctionCallDelta, FunctionDef, ImageUrl, JsonSchemaFormat,
-    MessageContent, PromptTokensDetails, ResponseFormat, ResponseMessage, Role, Stop,
-    StreamOptions, Tool, ToolCall, ToolCallDelta, ToolChoice, ToolKind, Usage,
+    CompletionTokensDetails, ContentPart, Delta, EmbeddingRequest, EmbeddingResponse, FinishReason,
+    FunctionCall, FunctionCallDelta, FunctionDef, ImageUrl, JsonSchemaFormat, MessageContent,
+    PromptTokensDetails, ResponseFormat, ResponseMessage, Role, Stop, StreamOptions, Tool,
+    ToolCall, ToolCallDelta, ToolChoice, ToolKind, Usage,
 };
 use kairos_api::sse::{SseEvent, encode_named};
 use serde::Serialize;
@@ -152,7 +152,8 @@ impl AnthropicAdapter {
 /// `{"model":<json string>`; that prefix is swapped for the new model. Should the prefix ever not
 /// match (a reordered struct), the slower path through `serde_json::Value` is taken.
 fn serialize_with_model(req: &MessagesRequest, model: &str) -> Result<Vec<u8>, TranslateError> {
-    let enc = |e: serde_json::Error| TranslateError::new(format!("cannot encode request: {e}"), None);
+    let enc =
+        |e: serde_json::Error| TranslateError::new(format!("cannot encode request: {e}"), None);
     let body = serde_json::to_vec(req).map_err(enc)?;
     let mut old_prefix = b"{\"model\":".to_vec();
     serde_json::to_writer(&mut old_prefix, &req.model).map_err(enc)?;
@@ -211,7 +212,10 @@ impl Adapter for AnthropicAdapter {
         _req: &EmbeddingRequest,
         _target: &Target<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {
-        Err(TranslateError::new("Anthropic has no embeddings API", Some("model")))
+        Err(TranslateError::new(
+            "Anthropic has no embeddings API",
+            Some("model"),
+        ))
     }
 
     fn embeddings_response(
@@ -220,7 +224,9 @@ impl Adapter for AnthropicAdapter {
         _req: &EmbeddingRequest,
         _target: &Target<'_>,
     ) -> Result<EmbeddingResponse, DecodeError> {
-        Err(DecodeError::Invalid("Anthropic has no embeddings API".to_owned()))
+        Err(DecodeError::Invalid(
+            "Anthropic has no embeddings API".to_owned(),
+        ))
     }
 
     fn upstream_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> UpstreamError {
@@ -380,7 +386,12 @@ pub fn chat_request_to_messages(
             ));
         }
     };
-    let thinking = budget.map(|b| {
+    // Anthropic rejects thinking together with forced tool use (`any` / `tool`).
+    let forced_tool = matches!(
+        tool_choice,
+        Some(wire::ToolChoice::Any { .. } | wire::ToolChoice::Tool { .. })
+    );
+    let thinking = budget.filter(|_| !forced_tool).map(|b| {
         if max_tokens <= b {
             max_tokens = b.saturating_add(max_tokens);
         }
@@ -393,7 +404,11 @@ pub fn chat_request_to_messages(
     let thinking_on = thinking.is_some();
 
     let user_id = req.user.clone().or_else(|| req.safety_identifier.clone());
-    let stop_sequences = req.stop.as_ref().map(Stop::to_vec).filter(|v| !v.is_empty());
+    let stop_sequences = req
+        .stop
+        .as_ref()
+        .map(Stop::to_vec)
+        .filter(|v| !v.is_empty());
 
     Ok(MessagesRequest {
         model: target.upstream_model.to_owned(),
@@ -583,12 +598,8 @@ fn file_block(file: &Value, param: &str) -> Result<ContentBlock, TranslateError>
 fn assistant_blocks(m: &ChatMessage, i: usize) -> Result<Vec<ContentBlock>, TranslateError> {
     let mut out = Vec::new();
     match &m.content {
-        None => {}
-        Some(MessageContent::Text(t)) => {
-            if !t.is_empty() {
-                out.push(ContentBlock::text(t.clone()));
-            }
-        }
+        Some(MessageContent::Text(t)) if !t.is_empty() => out.push(ContentBlock::text(t.clone())),
+        None | Some(MessageContent::Text(_)) => {}
         Some(MessageContent::Parts(parts)) => {
             for (j, p) in parts.iter().enumerate() {
                 match p {
@@ -616,7 +627,10 @@ fn assistant_blocks(m: &ChatMessage, i: usize) -> Result<Vec<ContentBlock>, Tran
         let param = || format!("messages[{i}].tool_calls[{k}].function.arguments");
         if call.kind != "function" {
             return Err(TranslateError::new(
-                format!("tool call type `{}` is not supported for Anthropic models", call.kind),
+                format!(
+                    "tool call type `{}` is not supported for Anthropic models",
+                    call.kind
+                ),
                 Some(&format!("messages[{i}].tool_calls[{k}].type")),
             ));
         }
@@ -759,7 +773,9 @@ fn translate_tools(req: &ChatCompletionRequest) -> Result<Option<Vec<wire::Tool>
 /// `stop_reason` -> canonical finish reason.
 pub fn stop_reason_to_finish(r: &StopReason) -> FinishReason {
     match r {
-        StopReason::EndTurn | StopReason::StopSequence | StopReason::PauseTurn => FinishReason::Stop,
+        StopReason::EndTurn | StopReason::StopSequence | StopReason::PauseTurn => {
+            FinishReason::Stop
+        }
         StopReason::MaxTokens | StopReason::ModelContextWindowExceeded => FinishReason::Length,
         StopReason::ToolUse => FinishReason::ToolCalls,
         StopReason::Refusal => FinishReason::ContentFilter,
@@ -768,7 +784,13 @@ pub fn stop_reason_to_finish(r: &StopReason) -> FinishReason {
 }
 
 /// Anthropic token counts -> canonical usage (`prompt_tokens` includes cached tokens).
-fn ir_usage(input: u64, output: u64, cache_creation: u64, cache_read: u64, thinking: Option<u64>) -> Usage {
+fn ir_usage(
+    input: u64,
+    output: u64,
+    cache_creation: u64,
+    cache_read: u64,
+    thinking: Option<u64>,
+) -> Usage {
     let prompt = input
         .saturating_add(cache_read)
         .saturating_add(cache_creation);
@@ -901,7 +923,12 @@ fn is_context_message(lower: &str) -> bool {
     .any(|m| lower.contains(m))
 }
 
-fn classify(status: u16, kind: Option<&str>, error_code: Option<&str>, message: &str) -> UpstreamErrorKind {
+fn classify(
+    status: u16,
+    kind: Option<&str>,
+    error_code: Option<&str>,
+    message: &str,
+) -> UpstreamErrorKind {
     let lower = message.to_ascii_lowercase();
     let quota = error_code == Some("enforced_spend_limit_reached") || is_quota_message(&lower);
     match kind {
@@ -1190,27 +1217,27 @@ impl ChatStreamDecoder for AnthropicStreamDecoder {
             StreamEvent::ContentBlockDelta { index, delta } => {
                 let kind = self.kind_of(index);
                 match delta {
-                    BlockDelta::TextDelta { text } if kind != Some(BlockKind::Other) => {
-                        if !text.is_empty() {
-                            out.push(self.chunk(
-                                Delta {
-                                    content: Some(text),
-                                    ..Default::default()
-                                },
-                                None,
-                            ));
-                        }
+                    BlockDelta::TextDelta { text }
+                        if kind != Some(BlockKind::Other) && !text.is_empty() =>
+                    {
+                        out.push(self.chunk(
+                            Delta {
+                                content: Some(text),
+                                ..Default::default()
+                            },
+                            None,
+                        ));
                     }
-                    BlockDelta::ThinkingDelta { thinking } if kind != Some(BlockKind::Other) => {
-                        if !thinking.is_empty() {
-                            out.push(self.chunk(
-                                Delta {
-                                    reasoning_content: Some(thinking),
-                                    ..Default::default()
-                                },
-                                None,
-                            ));
-                        }
+                    BlockDelta::ThinkingDelta { thinking }
+                        if kind != Some(BlockKind::Other) && !thinking.is_empty() =>
+                    {
+                        out.push(self.chunk(
+                            Delta {
+                                reasoning_content: Some(thinking),
+                                ..Default::default()
+                            },
+                            None,
+                        ));
                     }
                     BlockDelta::InputJsonDelta { partial_json } => {
                         if let Some(BlockKind::Tool(n)) = kind
@@ -1380,7 +1407,9 @@ fn inbound(req: &MessagesRequest, strict: bool) -> Result<ChatCompletionRequest,
         None => None,
         Some(wire::ToolChoice::Auto { .. }) => Some(ToolChoice::Auto),
         Some(wire::ToolChoice::Any { .. }) => Some(ToolChoice::Required),
-        Some(wire::ToolChoice::Tool { name, .. }) => Some(ToolChoice::Function { name: name.clone() }),
+        Some(wire::ToolChoice::Tool { name, .. }) => {
+            Some(ToolChoice::Function { name: name.clone() })
+        }
         Some(wire::ToolChoice::None { .. }) => Some(ToolChoice::None),
         Some(wire::ToolChoice::Other(v)) => {
             cx.unsupported(
@@ -1433,12 +1462,11 @@ fn inbound(req: &MessagesRequest, strict: bool) -> Result<ChatCompletionRequest,
                 },
             })
         }
-        Some(f) => {
+        Some(_) => {
             cx.unsupported(
                 "this output_config.format is only available on Anthropic models".to_owned(),
                 "output_config.format".to_owned(),
             )?;
-            let _ = f;
             None
         }
         None => None,
@@ -1510,7 +1538,10 @@ fn system_content(
                         text: t.text.clone(),
                     }),
                     other => cx.unsupported(
-                        format!("`{}` blocks are not supported in a system prompt", other.type_name()),
+                        format!(
+                            "`{}` blocks are not supported in a system prompt",
+                            other.type_name()
+                        ),
                         format!("{param}[{k}]"),
                     )?,
                 }
@@ -1520,7 +1551,11 @@ fn system_content(
     }
 }
 
-fn image_part(cx: &Inbound, img: &wire::ImageBlock, param: &str) -> Result<Option<ContentPart>, TranslateError> {
+fn image_part(
+    cx: &Inbound,
+    img: &wire::ImageBlock,
+    param: &str,
+) -> Result<Option<ContentPart>, TranslateError> {
     let url = match &img.source {
         ImageSource::Base64 {
             media_type, data, ..
@@ -1549,7 +1584,10 @@ fn document_part(
 ) -> Result<Option<ContentPart>, TranslateError> {
     let src = &doc.source;
     let kind = src.get("type").and_then(Value::as_str).unwrap_or_default();
-    let media = src.get("media_type").and_then(Value::as_str).unwrap_or_default();
+    let media = src
+        .get("media_type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let title = doc.extra.get("title").and_then(Value::as_str);
     match (kind, src.get("data")) {
         ("base64", Some(Value::String(data))) if media == "application/pdf" => {
@@ -1590,7 +1628,10 @@ fn inbound_user(
 ) -> Result<(), TranslateError> {
     let blocks = match &m.content {
         Content::Text(t) => {
-            out.push(chat_message(Role::User, Some(MessageContent::Text(t.clone()))));
+            out.push(chat_message(
+                Role::User,
+                Some(MessageContent::Text(t.clone())),
+            ));
             return Ok(());
         }
         Content::Blocks(b) => b,
@@ -1667,10 +1708,17 @@ fn inbound_user(
     Ok(())
 }
 
-fn inbound_assistant(cx: &Inbound, m: &MessageParam, i: usize) -> Result<ChatMessage, TranslateError> {
+fn inbound_assistant(
+    cx: &Inbound,
+    m: &MessageParam,
+    i: usize,
+) -> Result<ChatMessage, TranslateError> {
     let blocks = match &m.content {
         Content::Text(t) => {
-            return Ok(chat_message(Role::Assistant, Some(MessageContent::Text(t.clone()))));
+            return Ok(chat_message(
+                Role::Assistant,
+                Some(MessageContent::Text(t.clone())),
+            ));
         }
         Content::Blocks(b) => b,
     };
@@ -1724,7 +1772,9 @@ fn finish_to_stop_reason(f: Option<&FinishReason>, has_tools: bool) -> StopReaso
         Some(FinishReason::Length) => StopReason::MaxTokens,
         Some(FinishReason::ContentFilter) => StopReason::Refusal,
         Some(FinishReason::ToolCalls | FinishReason::FunctionCall) => StopReason::ToolUse,
-        Some(FinishReason::Stop | FinishReason::Other(_)) | None if has_tools => StopReason::ToolUse,
+        Some(FinishReason::Stop | FinishReason::Other(_)) | None if has_tools => {
+            StopReason::ToolUse
+        }
         Some(FinishReason::Stop | FinishReason::Other(_)) | None => StopReason::EndTurn,
     }
 }
@@ -1845,11 +1895,14 @@ struct DeltaEvent<'a> {
 }
 
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type")]
 enum DeltaBody<'a> {
-    TextDelta { text: &'a str },
-    InputJsonDelta { partial_json: &'a str },
-    ThinkingDelta { thinking: &'a str },
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
 }
 
 /// Canonical chunks -> Anthropic SSE bytes, for an Anthropic client served by any upstream.
@@ -1980,7 +2033,7 @@ impl AnthropicStreamEncoder {
                 i
             }
         };
-        Self::delta(index, DeltaBody::TextDelta { text }, out);
+        Self::delta(index, DeltaBody::Text { text }, out);
     }
 
     fn push_thinking(&mut self, thinking: &str, out: &mut Vec<Bytes>) {
@@ -1999,7 +2052,7 @@ impl AnthropicStreamEncoder {
                 i
             }
         };
-        Self::delta(index, DeltaBody::ThinkingDelta { thinking }, out);
+        Self::delta(index, DeltaBody::Thinking { thinking }, out);
     }
 
     fn push_tool(&mut self, call: &ToolCallDelta, out: &mut Vec<Bytes>) {
@@ -2016,9 +2069,7 @@ impl AnthropicStreamEncoder {
                     .id
                     .clone()
                     .unwrap_or_else(|| format!("toolu_{}_{}", self.id, call.index));
-                let name = function
-                    .and_then(|f| f.name.clone())
-                    .unwrap_or_default();
+                let name = function.and_then(|f| f.name.clone()).unwrap_or_default();
                 let b = self.open_block(
                     ContentBlock::ToolUse(ToolUseBlock {
                         id,
@@ -2037,7 +2088,7 @@ impl AnthropicStreamEncoder {
             .and_then(|f| f.arguments.as_deref())
             .filter(|a| !a.is_empty())
         {
-            Self::delta(index, DeltaBody::InputJsonDelta { partial_json: args }, out);
+            Self::delta(index, DeltaBody::InputJson { partial_json: args }, out);
         }
     }
 
@@ -2161,8 +2212,8 @@ impl NativeStreamObserver {
             }
             _ => {}
         }
-        let parsed: StreamEvent = serde_json::from_str(&ev.data)
-            .map_err(|e| DecodeError::invalid("stream event", e))?;
+        let parsed: StreamEvent =
+            serde_json::from_str(&ev.data).map_err(|e| DecodeError::invalid("stream event", e))?;
         match parsed {
             StreamEvent::MessageStart { message } => {
                 self.usage.start(&message.usage);
@@ -2228,5 +2279,1356 @@ impl NativeStreamObserver {
         } else {
             Err(DecodeError::Truncated)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kairos_api::sse::SseDecoder;
+    use serde_json::json;
+
+    fn target() -> Target<'static> {
+        Target {
+            provider: "anthropic",
+            upstream_model: "claude-sonnet-4-5-20250929",
+            api_key: Some("sk-ant-test-canary"),
+            default_max_tokens: 4096,
+        }
+    }
+
+    fn ir(v: Value) -> ChatCompletionRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn body_of(up: &UpstreamRequest) -> Value {
+        serde_json::from_slice(&up.body).unwrap()
+    }
+
+    fn sse(name: &str, data: Value) -> SseEvent {
+        SseEvent {
+            event: Some(name.to_owned()),
+            data: data.to_string(),
+        }
+    }
+
+    // ------------------------------------------------------------------ IR -> Anthropic
+
+    #[test]
+    fn ir_request_with_tools_images_and_tool_results() {
+        let req = ir(json!({
+            "model": "claude",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "developer", "content": [{"type": "text", "text": "Use metric units."}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is in this picture, and the weather?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                    {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "report.pdf"}}
+                ]},
+                {"role": "assistant", "content": "Let me check.", "reasoning_content": "dropped", "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": ""}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18C, sunny"},
+                {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "14:00"}]},
+                {"role": "user", "content": "Thanks. Summarise."},
+                {"role": "user", "content": ""}
+            ],
+            "tools": [
+                {"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}, "strict": true}},
+                {"type": "function", "function": {"name": "get_time"}},
+                {"type": "function", "function": {"name": "no_type", "parameters": {"properties": {}}}}
+            ],
+            "tool_choice": "required",
+            "parallel_tool_calls": false,
+            "stop": ["END"],
+            "temperature": 1.7,
+            "top_p": 0.9,
+            "top_k": 20,
+            "max_completion_tokens": 300,
+            "user": "user-42",
+            "seed": 7,
+            "frequency_penalty": 0.5,
+            "stream": true
+        }));
+        let up = AnthropicAdapter
+            .chat_request(&req, &target(), true)
+            .unwrap();
+        assert_eq!(up.path_and_query, "/v1/messages");
+        assert_eq!(up.headers["x-api-key"], "sk-ant-test-canary");
+        assert!(up.headers["x-api-key"].is_sensitive());
+        assert_eq!(up.headers["anthropic-version"], "2023-06-01");
+        assert_eq!(up.headers["content-type"], "application/json");
+        assert!(up.headers.get("authorization").is_none());
+        let body = body_of(&up);
+        assert_eq!(
+            body["temperature"],
+            json!(1.0),
+            "clamped to Anthropic's range"
+        );
+        insta::assert_json_snapshot!("ir_to_anthropic_request", body);
+    }
+
+    #[test]
+    fn ir_request_json_mode_and_reasoning() {
+        let req = ir(json!({
+            "model": "claude",
+            "messages": [{"role": "user", "content": "List two colours."}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "colours", "schema":
+                {"type": "object", "properties": {"colours": {"type": "array", "items": {"type": "string"}}}, "required": ["colours"]}}},
+            "reasoning_effort": "low",
+            "max_tokens": 500,
+            "temperature": 0.2
+        }));
+        let body = body_of(
+            &AnthropicAdapter
+                .chat_request(&req, &target(), false)
+                .unwrap(),
+        );
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "enabled", "budget_tokens": 1024})
+        );
+        assert_eq!(
+            body["max_tokens"],
+            json!(1524),
+            "raised above the thinking budget"
+        );
+        assert!(
+            body.get("temperature").is_none(),
+            "not allowed with thinking"
+        );
+        assert!(body.get("stream").is_none());
+        insta::assert_json_snapshot!("ir_to_anthropic_json_mode", body);
+
+        let req = ir(json!({
+            "model": "claude",
+            "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_object"},
+            "reasoning_effort": "high",
+            "max_tokens": 20000
+        }));
+        let body = body_of(
+            &AnthropicAdapter
+                .chat_request(&req, &target(), false)
+                .unwrap(),
+        );
+        assert_eq!(body["max_tokens"], json!(20000), "already above the budget");
+        assert_eq!(body["thinking"]["budget_tokens"], json!(16384));
+        assert_eq!(body["system"][0]["text"], json!("sys"));
+        assert!(
+            body["system"][1]["text"]
+                .as_str()
+                .unwrap()
+                .contains("single valid JSON object")
+        );
+        // No cap given: the target default is used.
+        let req = ir(json!({"model": "c", "messages": [{"role": "user", "content": "hi"}]}));
+        let body = body_of(
+            &AnthropicAdapter
+                .chat_request(&req, &target(), false)
+                .unwrap(),
+        );
+        assert_eq!(body["max_tokens"], json!(4096));
+        assert_eq!(body["messages"], json!([{"role": "user", "content": "hi"}]));
+        // Forced tool use and thinking do not mix on Anthropic: thinking is left out.
+        let req = ir(
+            json!({"model": "c", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required",
+            "reasoning_effort": "medium", "temperature": 0.5}),
+        );
+        let body = body_of(
+            &AnthropicAdapter
+                .chat_request(&req, &target(), false)
+                .unwrap(),
+        );
+        assert!(body.get("thinking").is_none());
+        assert_eq!(body["temperature"], json!(0.5));
+        assert_eq!(body["model"], json!("claude-sonnet-4-5-20250929"));
+    }
+
+    #[test]
+    fn ir_tool_choice_mapping() {
+        let base = |tc: Value, parallel: Value| {
+            let mut v = json!({"model": "c", "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}]});
+            if !tc.is_null() {
+                v["tool_choice"] = tc;
+            }
+            if !parallel.is_null() {
+                v["parallel_tool_calls"] = parallel;
+            }
+            body_of(
+                &AnthropicAdapter
+                    .chat_request(&ir(v), &target(), false)
+                    .unwrap(),
+            )["tool_choice"]
+                .clone()
+        };
+        assert_eq!(base(json!("auto"), Value::Null), json!({"type": "auto"}));
+        assert_eq!(base(json!("required"), Value::Null), json!({"type": "any"}));
+        assert_eq!(base(json!("none"), Value::Null), json!({"type": "none"}));
+        assert_eq!(
+            base(
+                json!({"type": "function", "function": {"name": "f"}}),
+                json!(false)
+            ),
+            json!({"type": "tool", "name": "f", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(
+            base(Value::Null, json!(false)),
+            json!({"type": "auto", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(base(Value::Null, json!(true)), Value::Null);
+    }
+
+    #[test]
+    fn ir_history_with_tool_calls_but_no_tools_declares_them() {
+        let req = ir(json!({"model": "c", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "ok"}
+        ]}));
+        let body = body_of(
+            &AnthropicAdapter
+                .chat_request(&req, &target(), false)
+                .unwrap(),
+        );
+        assert_eq!(
+            body["tools"],
+            json!([{"name": "lookup", "input_schema": {"type": "object"}}])
+        );
+        assert_eq!(body["tool_choice"], json!({"type": "none"}));
+        assert_eq!(
+            body["messages"][2],
+            json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]})
+        );
+    }
+
+    #[test]
+    fn ir_untranslatable_requests_are_rejected_with_a_param() {
+        let cases = [
+            (
+                json!({"model": "c", "n": 2, "messages": [{"role": "user", "content": "x"}]}),
+                "n",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "x"}, {"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]}),
+                "messages[0].content[1]",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,Qk0="}}]}]}),
+                "messages[0].content[0]",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]}),
+                "messages[0].content[0]",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "user", "content": [
+                {"type": "file", "file": {"file_id": "file-1"}}]}]}),
+                "messages[0].content[0]",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{\"a\":"}}]}]}),
+                "messages[1].tool_calls[0].function.arguments",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}),
+                "messages[1].tool_calls[0].function.arguments",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "tool", "content": "x"}]}),
+                "messages[0].tool_call_id",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "function", "name": "f", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "custom", "custom": {"name": "g"}}]}),
+                "tools[0]",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "user", "content": "x"}],
+                "tool_choice": {"type": "allowed_tools", "allowed_tools": {}}}),
+                "tool_choice",
+            ),
+            (
+                json!({"model": "c", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "ludicrous"}),
+                "reasoning_effort",
+            ),
+        ];
+        for (req, param) in cases {
+            let err = AnthropicAdapter
+                .chat_request(&ir(req.clone()), &target(), false)
+                .unwrap_err();
+            assert_eq!(err.param.as_deref(), Some(param), "{req} -> {err:?}");
+        }
+        let e = AnthropicAdapter
+            .embeddings_request(
+                &serde_json::from_value(json!({"model": "e", "input": "x"})).unwrap(),
+                &target(),
+            )
+            .unwrap_err();
+        assert!(e.message.contains("no embeddings"));
+    }
+
+    #[test]
+    fn header_key_must_be_a_valid_header_value() {
+        let t = Target {
+            api_key: Some("bad\nkey"),
+            ..target()
+        };
+        let req = ir(json!({"model": "c", "messages": [{"role": "user", "content": "x"}]}));
+        let err = AnthropicAdapter.chat_request(&req, &t, false).unwrap_err();
+        assert!(
+            !err.message.contains("bad"),
+            "the key never appears in a message"
+        );
+    }
+
+    // ------------------------------------------------------------------ Anthropic -> IR
+
+    fn anthropic_message() -> Value {
+        json!({
+            "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5-20250929",
+            "content": [
+                {"type": "thinking", "thinking": "The user wants weather for two cities.", "signature": "EqQBCgIYAhIM"},
+                {"type": "text", "text": "Checking "},
+                {"type": "text", "text": "both.", "citations": null},
+                {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_02", "name": "get_weather", "input": {"city": "Oslo", "unit": "c"}}
+            ],
+            "stop_reason": "tool_use",
+            "stop_sequence": null,
+            "usage": {"input_tokens": 100, "output_tokens": 50, "cache_creation_input_tokens": 20,
+                      "cache_read_input_tokens": 1000, "service_tier": "standard"}
+        })
+    }
+
+    #[test]
+    fn anthropic_response_to_ir() {
+        let body = serde_json::to_vec(&anthropic_message()).unwrap();
+        let c = AnthropicAdapter.chat_response(&body, &target()).unwrap();
+        let u = c.usage.as_ref().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (1120, 50, 1170)
+        );
+        assert_eq!(u.cached_tokens(), 1000);
+        insta::assert_json_snapshot!("anthropic_response_to_ir", c, {".created" => 0});
+        for (reason, want) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("pause_turn", "stop"),
+            ("max_tokens", "length"),
+            ("model_context_window_exceeded", "length"),
+            ("tool_use", "tool_calls"),
+            ("refusal", "content_filter"),
+        ] {
+            let mut m = anthropic_message();
+            m["stop_reason"] = json!(reason);
+            let c = AnthropicAdapter
+                .chat_response(&serde_json::to_vec(&m).unwrap(), &target())
+                .unwrap();
+            assert_eq!(c.choices[0].finish_reason.as_ref().unwrap().as_str(), want);
+        }
+        assert!(matches!(
+            AnthropicAdapter.chat_response(b"{\"id\":", &target()),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    // ------------------------------------------------------------------ stream decoder
+
+    /// A realistic upstream stream: thinking, text, then two tool_use blocks whose arguments are
+    /// split across several deltas (Portkey #1275: parallel tool calls merged or mis-indexed).
+    fn multi_tool_stream() -> Vec<SseEvent> {
+        vec![
+            sse(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                "model": "claude-sonnet-4-5-20250929", "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 40, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 300}}}),
+            ),
+            sse("ping", json!({"type": "ping"})),
+            sse(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Two cities."}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQB"}}),
+            ),
+            sse(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            sse(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Checking"}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": " both."}}),
+            ),
+            sse(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 1}),
+            ),
+            sse(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_A", "name": "get_weather", "input": {}}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Pa"}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "ris\"}"}}),
+            ),
+            sse(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 2}),
+            ),
+            sse(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 3, "content_block": {"type": "tool_use", "id": "toolu_B", "name": "get_weather", "input": {}}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 3, "delta": {"type": "input_json_delta", "partial_json": "{\"ci"}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 3, "delta": {"type": "input_json_delta", "partial_json": "ty\": \"Oslo\", \"unit\""}}),
+            ),
+            sse(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 3, "delta": {"type": "input_json_delta", "partial_json": ": \"c\"}"}}),
+            ),
+            sse(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 3}),
+            ),
+            sse(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"output_tokens": 89}}),
+            ),
+            sse("message_stop", json!({"type": "message_stop"})),
+        ]
+    }
+
+    fn decode(events: &[SseEvent]) -> (Vec<ChatCompletionChunk>, Result<(), DecodeError>) {
+        let mut d = AnthropicAdapter.chat_stream_decoder(&target());
+        let mut out = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            match d.on_event(e, &mut out) {
+                Ok(StreamSignal::Done) => {
+                    assert_eq!(i, events.len() - 1, "Done only at message_stop")
+                }
+                Ok(StreamSignal::Continue) => {}
+                Err(err) => return (out, Err(err)),
+            }
+        }
+        let fin = d.finish(&mut out);
+        (out, fin)
+    }
+
+    /// (text, reasoning, tool calls as (id, name, arguments), finish reason, usage)
+    type Accumulated = (
+        String,
+        String,
+        Vec<(String, String, String)>,
+        Option<String>,
+        Option<Usage>,
+    );
+
+    /// Accumulate canonical chunks the way an OpenAI client does.
+    fn accumulate(chunks: &[ChatCompletionChunk]) -> Accumulated {
+        let (mut text, mut reasoning, mut calls, mut finish, mut usage) = (
+            String::new(),
+            String::new(),
+            Vec::<(String, String, String)>::new(),
+            None,
+            None,
+        );
+        for c in chunks {
+            if c.usage.is_some() {
+                usage = c.usage.clone();
+            }
+            for ch in &c.choices {
+                text.push_str(ch.delta.content.as_deref().unwrap_or(""));
+                reasoning.push_str(ch.delta.reasoning_content.as_deref().unwrap_or(""));
+                for t in ch.delta.tool_calls.iter().flatten() {
+                    let i = t.index as usize;
+                    if calls.len() <= i {
+                        calls.resize(i + 1, Default::default());
+                    }
+                    if let Some(id) = &t.id {
+                        calls[i].0 = id.clone();
+                    }
+                    if let Some(f) = &t.function {
+                        if let Some(n) = &f.name {
+                            calls[i].1 = n.clone();
+                        }
+                        calls[i].2.push_str(f.arguments.as_deref().unwrap_or(""));
+                    }
+                }
+                if let Some(f) = &ch.finish_reason {
+                    finish = Some(f.as_str().to_owned());
+                }
+            }
+        }
+        (text, reasoning, calls, finish, usage)
+    }
+
+    #[test]
+    fn stream_decoder_multi_tool_calls() {
+        let (chunks, fin) = decode(&multi_tool_stream());
+        assert_eq!(fin, Ok(()));
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.id == "msg_1" && c.model == "claude-sonnet-4-5-20250929")
+        );
+        assert_eq!(chunks[0].choices[0].delta.role, Some(Role::Assistant));
+        let (text, reasoning, calls, finish, usage) = accumulate(&chunks);
+        assert_eq!(text, "Checking both.");
+        assert_eq!(reasoning, "Two cities.");
+        assert_eq!(
+            calls,
+            vec![
+                (
+                    "toolu_A".into(),
+                    "get_weather".into(),
+                    "{\"city\": \"Paris\"}".into()
+                ),
+                (
+                    "toolu_B".into(),
+                    "get_weather".into(),
+                    "{\"city\": \"Oslo\", \"unit\": \"c\"}".into()
+                ),
+            ]
+        );
+        assert_eq!(finish.as_deref(), Some("tool_calls"));
+        let usage = usage.unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens()
+            ),
+            (340, 89, 300)
+        );
+        // The usage chunk is last and has no choices.
+        let last = chunks.last().unwrap();
+        assert!(last.choices.is_empty() && last.usage.is_some());
+        insta::assert_json_snapshot!("anthropic_stream_to_ir_chunks", chunks, {"[].created" => 0});
+    }
+
+    #[test]
+    fn stream_decoder_truncation_errors_and_noise() {
+        let events = multi_tool_stream();
+        // Cut before message_stop: never a clean end.
+        let (_, fin) = decode(&events[..events.len() - 1]);
+        assert_eq!(fin, Err(DecodeError::Truncated));
+        let (_, fin) = decode(&events[..5]);
+        assert_eq!(fin, Err(DecodeError::Truncated));
+
+        // An error event mid-stream is classified.
+        let mut with_error = events[..8].to_vec();
+        with_error.push(sse("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})));
+        let (_, fin) = decode(&with_error);
+        let Err(DecodeError::StreamError(e)) = fin else {
+            panic!("{fin:?}")
+        };
+        assert_eq!(
+            (e.kind, e.status, e.provider_code.as_deref()),
+            (UpstreamErrorKind::Overloaded, 529, Some("overloaded_error"))
+        );
+
+        // Unknown events and deltas, server tool blocks and citations are ignored.
+        let mut noisy = events[..1].to_vec();
+        noisy.push(sse("brand_new", json!({"type": "brand_new", "x": 1})));
+        noisy.push(sse("content_block_start", json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}})));
+        noisy.push(sse(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": "{\"query\":\"x\"}"}}),
+        ));
+        noisy.push(sse("content_block_start", json!({"type": "content_block_start", "index": 1,
+            "content_block": {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}})));
+        noisy.push(sse("content_block_start", json!({"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}})));
+        noisy.push(sse("content_block_delta", json!({"type": "content_block_delta", "index": 2, "delta": {"type": "citations_delta", "citation": {"type": "web_search_result_location"}}})));
+        noisy.push(sse("content_block_delta", json!({"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "Found."}})));
+        noisy.push(sse("content_block_delta", json!({"type": "content_block_delta", "index": 2, "delta": {"type": "future_delta", "v": 1}})));
+        noisy.extend_from_slice(&events[events.len() - 2..]);
+        let (chunks, fin) = decode(&noisy);
+        assert_eq!(fin, Ok(()));
+        let (text, _, calls, _, _) = accumulate(&chunks);
+        assert_eq!(text, "Found.");
+        assert!(
+            calls.is_empty(),
+            "server tool calls are not client tool calls"
+        );
+
+        // Garbage is a typed error.
+        let (_, fin) = decode(&[SseEvent {
+            event: Some("message_start".into()),
+            data: "{garbage".into(),
+        }]);
+        assert!(matches!(fin, Err(DecodeError::Invalid(_))));
+    }
+
+    #[test]
+    fn stream_usage_follows_sdk_accumulation() {
+        // message_delta counts are cumulative and overwrite; absent ones keep the start value.
+        let events = vec![
+            sse(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "model": "x",
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 10, "output_tokens": 1, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 7}}}),
+            ),
+            sse(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": 30, "input_tokens": 12, "output_tokens_details": {"thinking_tokens": 20}}}),
+            ),
+            sse("message_stop", json!({"type": "message_stop"})),
+        ];
+        let (chunks, fin) = decode(&events);
+        assert_eq!(fin, Ok(()));
+        let u = chunks.last().unwrap().usage.clone().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (24, 30, 54)
+        );
+        assert_eq!(u.cached_tokens(), 7);
+        assert_eq!(
+            u.prompt_tokens_details.as_ref().unwrap().cache_write_tokens,
+            Some(5)
+        );
+        assert_eq!(u.reasoning_tokens(), 20);
+    }
+
+    // ------------------------------------------------------------------ errors
+
+    #[test]
+    fn error_classification_table() {
+        let body = |t: &str, m: &str| {
+            json!({"type": "error", "error": {"type": t, "message": m}}).to_string()
+        };
+        let cases: Vec<(u16, String, UpstreamErrorKind)> = vec![
+            (429, body("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"), UpstreamErrorKind::RateLimited),
+            (429, json!({"type": "error", "error": {"type": "rate_limit_error", "message": "You have reached your API usage limits.",
+                "details": {"error_code": "enforced_spend_limit_reached"}}}).to_string(), UpstreamErrorKind::QuotaExhausted),
+            (400, body("invalid_request_error", "Your credit balance is too low to access the Anthropic API."), UpstreamErrorKind::QuotaExhausted),
+            (400, body("invalid_request_error", "You have reached your specified workspace API usage limits."), UpstreamErrorKind::QuotaExhausted),
+            (402, body("billing_error", "billing problem"), UpstreamErrorKind::QuotaExhausted),
+            (529, body("overloaded_error", "Overloaded"), UpstreamErrorKind::Overloaded),
+            (401, body("authentication_error", "invalid x-api-key"), UpstreamErrorKind::Auth),
+            (403, body("permission_error", "no access"), UpstreamErrorKind::Auth),
+            (404, body("not_found_error", "model: claude-9"), UpstreamErrorKind::NotFound),
+            (413, body("request_too_large", "Request exceeds the maximum allowed number of bytes."), UpstreamErrorKind::TooLarge),
+            (400, body("invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum"), UpstreamErrorKind::ContextLength),
+            (400, body("invalid_request_error", "input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000"), UpstreamErrorKind::ContextLength),
+            (400, body("invalid_request_error", "messages: text content blocks must be non-empty"), UpstreamErrorKind::BadRequest),
+            (500, body("api_error", "Internal server error"), UpstreamErrorKind::Server),
+            (504, body("timeout_error", "timeout"), UpstreamErrorKind::Server),
+            (502, "<html>Bad Gateway</html>".to_owned(), UpstreamErrorKind::Server),
+            (503, String::new(), UpstreamErrorKind::Overloaded),
+            (418, body("teapot_error", "short and stout"), UpstreamErrorKind::Other),
+        ];
+        for (status, b, want) in cases {
+            let e = AnthropicAdapter.upstream_error(status, &HeaderMap::new(), b.as_bytes());
+            assert_eq!(e.kind, want, "{status} {b}");
+            assert_eq!(e.status, status);
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("17"));
+        let e = AnthropicAdapter.upstream_error(
+            429,
+            &h,
+            body("rate_limit_error", "slow down, see https://docs.anthropic.com/rate-limits key sk-ant-api03-abcdefghijklmnop1234").as_bytes(),
+        );
+        assert_eq!(e.retry_after, Some(std::time::Duration::from_secs(17)));
+        assert_eq!(e.provider_code.as_deref(), Some("rate_limit_error"));
+        assert!(
+            !e.message.contains("https") && !e.message.contains("sk-ant"),
+            "{}",
+            e.message
+        );
+        let e = AnthropicAdapter.upstream_error(
+            429,
+            &HeaderMap::new(),
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "limits", "details": {"error_code": "enforced_spend_limit_reached"}}}).to_string().as_bytes(),
+        );
+        assert_eq!(
+            e.provider_code.as_deref(),
+            Some("enforced_spend_limit_reached")
+        );
+        assert!(!e.kind.retryable());
+        let e = AnthropicAdapter.upstream_error(502, &HeaderMap::new(), b"");
+        assert_eq!(e.message, "upstream error");
+    }
+
+    // ------------------------------------------------------------------ inbound: client -> IR
+
+    fn client_request() -> Value {
+        json!({
+            "model": "auto",
+            "max_tokens": 1024,
+            "system": [{"type": "text", "text": "You are a weather bot.", "cache_control": {"type": "ephemeral"}},
+                       {"type": "text", "text": "Be brief."}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather in Paris? Here is a map."},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/map.png"}},
+                    {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}, "title": "forecast.pdf"},
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Paris: mild."}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "Need the tool.", "signature": "sig"},
+                    {"type": "redacted_thinking", "data": "opaque"},
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Lyon"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true,
+                     "content": [{"type": "text", "text": "station offline"}, {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/"}}]},
+                    {"type": "text", "text": "And tomorrow?"}
+                ]},
+                {"role": "assistant", "content": "Prefill: "}
+            ],
+            "tools": [{"name": "get_weather", "description": "Weather by city",
+                       "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}, "strict": true,
+                       "cache_control": {"type": "ephemeral"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "thinking": {"type": "enabled", "budget_tokens": 5000},
+            "stop_sequences": ["STOP"],
+            "metadata": {"user_id": "u-9"},
+            "temperature": 0.3,
+            "top_p": 0.8,
+            "top_k": 10,
+            "stream": true,
+            "service_tier": "auto"
+        })
+    }
+
+    #[test]
+    fn anthropic_client_request_to_ir() {
+        let req: MessagesRequest = serde_json::from_value(client_request()).unwrap();
+        let chat = messages_to_chat(&req).unwrap();
+        assert_eq!(chat.model, "auto");
+        assert!(chat.wants_usage_in_stream());
+        assert_eq!(chat.reasoning_effort.as_deref(), Some("medium"));
+        // The IR serialises without model and stream_options (adapters write those).
+        insta::assert_json_snapshot!("anthropic_client_request_to_ir", chat);
+        // And the IR translates back to a valid Anthropic request (a full loop through the adapter).
+        let up = AnthropicAdapter
+            .chat_request(&chat, &target(), true)
+            .unwrap();
+        let back = body_of(&up);
+        assert_eq!(back["messages"][1]["content"][1]["type"], json!("tool_use"));
+        assert_eq!(
+            back["messages"][2]["content"][0]["type"],
+            json!("tool_result")
+        );
+        assert_eq!(
+            back["messages"][2]["content"][1]["type"],
+            json!("tool_result")
+        );
+        assert_eq!(
+            back["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+    }
+
+    #[test]
+    fn anthropic_client_mappings() {
+        let mk = |extra: Value| {
+            let mut v = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+            for (k, val) in extra.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            messages_to_chat(&serde_json::from_value(v).unwrap()).unwrap()
+        };
+        assert_eq!(
+            mk(json!({"tool_choice": {"type": "auto"}})).tool_choice,
+            Some(ToolChoice::Auto)
+        );
+        assert_eq!(
+            mk(json!({"tool_choice": {"type": "none"}})).tool_choice,
+            Some(ToolChoice::None)
+        );
+        assert_eq!(
+            mk(json!({"tool_choice": {"type": "tool", "name": "f"}})).tool_choice,
+            Some(ToolChoice::Function { name: "f".into() })
+        );
+        assert_eq!(
+            mk(json!({"tool_choice": {"type": "auto"}})).parallel_tool_calls,
+            None
+        );
+        assert_eq!(
+            mk(json!({"thinking": {"type": "enabled", "budget_tokens": 1024}}))
+                .reasoning_effort
+                .as_deref(),
+            Some("low")
+        );
+        assert_eq!(
+            mk(json!({"thinking": {"type": "enabled", "budget_tokens": 20000}}))
+                .reasoning_effort
+                .as_deref(),
+            Some("high")
+        );
+        assert_eq!(
+            mk(json!({"thinking": {"type": "disabled"}})).reasoning_effort,
+            None
+        );
+        assert_eq!(
+            mk(json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}))
+                .reasoning_effort
+                .as_deref(),
+            Some("high")
+        );
+        let c = mk(
+            json!({"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}}),
+        );
+        assert!(matches!(
+            c.response_format,
+            Some(ResponseFormat::JsonSchema { .. })
+        ));
+        let c = mk(json!({"system": "plain", "stream": false}));
+        assert_eq!(
+            c.messages[0].content,
+            Some(MessageContent::Text("plain".into()))
+        );
+        assert!(!c.wants_usage_in_stream());
+    }
+
+    #[test]
+    fn anthropic_only_features_are_rejected_strictly_and_skipped_for_routing() {
+        let cases = [
+            (
+                json!({"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]}),
+                "tools[0]",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "search_result", "source": "s", "title": "t", "content": []}]}]}),
+                "messages[0].content[0]",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": [
+                {"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}}]}]}),
+                "messages[1].content[0]",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]}),
+                "messages[0].content[0].source",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]}]}),
+                "messages[0].content[0].source",
+            ),
+            (
+                json!({"tool_choice": {"type": "future_choice"}}),
+                "tool_choice",
+            ),
+        ];
+        for (patch, param) in cases {
+            let mut v = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+            for (k, val) in patch.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            let req: MessagesRequest = serde_json::from_value(v).unwrap();
+            let err = messages_to_chat(&req).unwrap_err();
+            assert_eq!(err.param.as_deref(), Some(param), "{patch}");
+            // For routing, the Anthropic-only parts are skipped, not reported.
+            let lenient = messages_to_chat_for_routing(&req);
+            assert!(
+                lenient.tools.is_none() && lenient.tool_choice.is_none(),
+                "{patch}"
+            );
+            assert!(
+                lenient.messages.iter().all(|m| m.tool_calls.is_none()),
+                "{patch}"
+            );
+        }
+    }
+
+    // ------------------------------------------------------------------ IR -> client response
+
+    #[test]
+    fn ir_response_to_anthropic_message() {
+        let c: ChatCompletion = serde_json::from_value(json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+                "content": "Let me look.", "reasoning_content": "thinking...",
+                "tool_calls": [
+                    {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}},
+                    {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": "not json"}}
+                ]}}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150,
+                      "prompt_tokens_details": {"cached_tokens": 100}}
+        }))
+        .unwrap();
+        let m = chat_to_messages(&c, "gpt-4o");
+        assert_eq!(
+            m.usage.input_tokens, 20,
+            "Anthropic input excludes cached tokens"
+        );
+        assert_eq!(m.usage.cache_read_input_tokens, Some(100));
+        insta::assert_json_snapshot!("ir_response_to_anthropic_message", m);
+
+        // Finish reasons, and tool_use whenever tools were called.
+        for (finish, tools, want) in [
+            ("stop", false, "end_turn"),
+            ("length", false, "max_tokens"),
+            ("content_filter", false, "refusal"),
+            ("stop", true, "tool_use"),
+        ] {
+            let mut v = serde_json::to_value(&c).unwrap();
+            v["choices"][0]["finish_reason"] = json!(finish);
+            if !tools {
+                v["choices"][0]["message"]["tool_calls"] = Value::Null;
+            }
+            let m = chat_to_messages(&serde_json::from_value(v).unwrap(), "x");
+            assert_eq!(m.stop_reason.as_ref().unwrap().as_str(), want);
+        }
+        // An empty answer still has one (empty) text block.
+        let mut v = serde_json::to_value(&c).unwrap();
+        v["choices"][0]["message"] = json!({"role": "assistant", "content": null});
+        v["usage"] = Value::Null;
+        let m = chat_to_messages(&serde_json::from_value(v).unwrap(), "x");
+        assert_eq!(
+            serde_json::to_value(&m.content).unwrap(),
+            json!([{"type": "text", "text": ""}])
+        );
+        assert_eq!((m.usage.input_tokens, m.usage.output_tokens), (0, 0));
+    }
+
+    // ------------------------------------------------------------------ encoder
+
+    fn chunk(delta: Value, finish: Value) -> ChatCompletionChunk {
+        serde_json::from_value(json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+        .unwrap()
+    }
+
+    fn ir_multi_tool_chunks() -> Vec<ChatCompletionChunk> {
+        vec![
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            chunk(json!({"reasoning_content": "Two "}), Value::Null),
+            chunk(json!({"reasoning_content": "cities."}), Value::Null),
+            chunk(json!({"content": "Checking"}), Value::Null),
+            chunk(json!({"content": " both."}), Value::Null),
+            chunk(json!({"tool_calls": [{"index": 0, "id": "call_A", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}), Value::Null),
+            chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": \"Pa"}}]}), Value::Null),
+            chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "ris\"}"}}]}), Value::Null),
+            chunk(json!({"tool_calls": [{"index": 1, "id": "call_B", "type": "function", "function": {"name": "get_weather", "arguments": "{\"ci"}}]}), Value::Null),
+            chunk(json!({"tool_calls": [{"index": 1, "function": {"arguments": "ty\": \"Oslo\"}"}}]}), Value::Null),
+            chunk(json!({}), json!("tool_calls")),
+            serde_json::from_value(json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o", "choices": [],
+                "usage": {"prompt_tokens": 340, "completion_tokens": 89, "total_tokens": 429, "prompt_tokens_details": {"cached_tokens": 300}}})).unwrap(),
+        ]
+    }
+
+    fn parse_sse(bytes: &[Bytes]) -> Vec<SseEvent> {
+        let mut d = SseDecoder::default();
+        let mut out = Vec::new();
+        for b in bytes {
+            d.feed(b);
+            while let Some(e) = d.next_event().unwrap() {
+                out.push(e);
+            }
+        }
+        assert!(!d.has_partial());
+        out
+    }
+
+    /// A Rust port of the SDK's `accumulate_event` (anthropic/lib/streaming/_messages.py):
+    /// builds the final message from the events, failing on anything it would reject.
+    fn sdk_accumulate(events: &[SseEvent]) -> wire::Message {
+        let mut snapshot: Option<wire::Message> = None;
+        let mut json_bufs: Vec<(u32, String)> = Vec::new();
+        for e in events {
+            let ev: StreamEvent = serde_json::from_str(&e.data).unwrap();
+            assert_eq!(
+                e.event.as_deref(),
+                Some(ev.name()),
+                "event name matches the type"
+            );
+            match ev {
+                StreamEvent::MessageStart { message } => {
+                    assert!(snapshot.is_none());
+                    snapshot = Some(message);
+                }
+                other => {
+                    let s = snapshot.as_mut().expect("message_start first");
+                    match other {
+                        StreamEvent::ContentBlockStart {
+                            index,
+                            content_block,
+                        } => {
+                            assert_eq!(
+                                index as usize,
+                                s.content.len(),
+                                "blocks are numbered in order"
+                            );
+                            s.content.push(content_block);
+                        }
+                        StreamEvent::ContentBlockDelta { index, delta } => {
+                            match (&mut s.content[index as usize], delta) {
+                                (ContentBlock::Text(t), BlockDelta::TextDelta { text }) => {
+                                    t.text.push_str(&text)
+                                }
+                                (
+                                    ContentBlock::Thinking(t),
+                                    BlockDelta::ThinkingDelta { thinking },
+                                ) => t.thinking.push_str(&thinking),
+                                (
+                                    ContentBlock::ToolUse(u),
+                                    BlockDelta::InputJsonDelta { partial_json },
+                                ) => {
+                                    let pos = json_bufs.iter().position(|(i, _)| *i == index);
+                                    let buf = match pos {
+                                        Some(p) => &mut json_bufs[p].1,
+                                        None => {
+                                            json_bufs.push((index, String::new()));
+                                            &mut json_bufs.last_mut().unwrap().1
+                                        }
+                                    };
+                                    buf.push_str(&partial_json);
+                                    if let Ok(v) = serde_json::from_str(buf) {
+                                        u.input = v;
+                                    }
+                                }
+                                (b, d) => panic!("delta {d:?} does not fit block {b:?}"),
+                            }
+                        }
+                        StreamEvent::ContentBlockStop { index } => {
+                            assert!((index as usize) < s.content.len())
+                        }
+                        StreamEvent::MessageDelta { delta, usage } => {
+                            s.stop_reason = delta.stop_reason;
+                            s.stop_sequence = delta.stop_sequence;
+                            s.usage.output_tokens = usage.output_tokens;
+                            if let Some(v) = usage.input_tokens {
+                                s.usage.input_tokens = v;
+                            }
+                            if let Some(v) = usage.cache_creation_input_tokens {
+                                s.usage.cache_creation_input_tokens = Some(v);
+                            }
+                            if let Some(v) = usage.cache_read_input_tokens {
+                                s.usage.cache_read_input_tokens = Some(v);
+                            }
+                        }
+                        StreamEvent::MessageStop | StreamEvent::Ping => {}
+                        other => panic!("unexpected event {other:?}"),
+                    }
+                }
+            }
+        }
+        snapshot.unwrap()
+    }
+
+    #[test]
+    fn encoder_multi_tool_stream_event_by_event() {
+        let mut enc = AnthropicStreamEncoder::new("gpt-4o", "msg_kr_1");
+        let mut out = Vec::new();
+        for c in ir_multi_tool_chunks() {
+            enc.push(&c, &mut out);
+        }
+        enc.finish_ok(None, &mut out);
+        let events = parse_sse(&out);
+        let names: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop", // thinking
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop", // text
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop", // tool A
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop", // tool B
+                "message_delta",
+                "message_stop",
+            ]
+        );
+        let datas: Vec<Value> = events
+            .iter()
+            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .collect();
+        insta::assert_json_snapshot!("encoder_multi_tool_events", datas);
+
+        let msg = sdk_accumulate(&events);
+        assert_eq!(msg.id, "msg_kr_1");
+        assert_eq!(msg.model, "gpt-4o");
+        assert_eq!(msg.stop_reason, Some(StopReason::ToolUse));
+        let content = serde_json::to_value(&msg.content).unwrap();
+        assert_eq!(
+            content,
+            json!([
+                {"type": "thinking", "thinking": "Two cities.", "signature": ""},
+                {"type": "text", "text": "Checking both."},
+                {"type": "tool_use", "id": "call_A", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "call_B", "name": "get_weather", "input": {"city": "Oslo"}}
+            ])
+        );
+        assert_eq!(
+            (
+                msg.usage.input_tokens,
+                msg.usage.output_tokens,
+                msg.usage.cache_read_input_tokens,
+                msg.usage.cache_creation_input_tokens
+            ),
+            (40, 89, Some(300), Some(0))
+        );
+    }
+
+    #[test]
+    fn encoder_error_has_no_message_stop_and_empty_stream_is_valid() {
+        let mut enc = AnthropicStreamEncoder::new("m", "msg_2");
+        let mut out = Vec::new();
+        enc.push(&chunk(json!({"content": "partial"}), Value::Null), &mut out);
+        enc.finish_error("overloaded_error", "upstream overloaded", &mut out);
+        enc.finish_ok(None, &mut out); // ignored after an error
+        let events = parse_sse(&out);
+        let names: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "error"
+            ]
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&events[3].data).unwrap(),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "upstream overloaded"}})
+        );
+
+        // No chunks at all, then a clean end: still a complete, valid message.
+        let mut enc = AnthropicStreamEncoder::new("m", "msg_3");
+        let mut out = Vec::new();
+        let usage: Usage = serde_json::from_value(
+            json!({"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5}),
+        )
+        .unwrap();
+        enc.finish_ok(Some(&usage), &mut out);
+        let events = parse_sse(&out);
+        let msg = sdk_accumulate(&events);
+        assert_eq!(msg.stop_reason, Some(StopReason::EndTurn));
+        assert_eq!(msg.usage.input_tokens, 5);
+        assert!(msg.content.is_empty());
+    }
+
+    #[test]
+    fn encoder_handles_interleaved_tool_arguments_and_missing_ids() {
+        let mut enc = AnthropicStreamEncoder::new("m", "msg_4");
+        let mut out = Vec::new();
+        for c in [
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f", "arguments": "{\"x\""}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 1, "function": {"name": "g", "arguments": "{}"}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}),
+                Value::Null,
+            ),
+            chunk(json!({"content": "done"}), json!("stop")),
+        ] {
+            enc.push(&c, &mut out);
+        }
+        enc.finish_ok(None, &mut out);
+        let msg = sdk_accumulate(&parse_sse(&out));
+        assert_eq!(
+            serde_json::to_value(&msg.content).unwrap(),
+            json!([
+                {"type": "tool_use", "id": "a", "name": "f", "input": {"x": 1}},
+                {"type": "tool_use", "id": "toolu_msg_4_1", "name": "g", "input": {}},
+                {"type": "text", "text": "done"}
+            ])
+        );
+        assert_eq!(
+            msg.stop_reason,
+            Some(StopReason::ToolUse),
+            "tool calls were made"
+        );
+    }
+
+    #[test]
+    fn decoder_then_encoder_preserves_the_answer() {
+        let (chunks, fin) = decode(&multi_tool_stream());
+        assert_eq!(fin, Ok(()));
+        let mut enc = AnthropicStreamEncoder::new("claude-sonnet-4-5-20250929", "msg_1");
+        let mut out = Vec::new();
+        for c in &chunks {
+            enc.push(c, &mut out);
+        }
+        enc.finish_ok(None, &mut out);
+        let msg = sdk_accumulate(&parse_sse(&out));
+        let content = serde_json::to_value(&msg.content).unwrap();
+        assert_eq!(
+            content[1],
+            json!({"type": "text", "text": "Checking both."})
+        );
+        assert_eq!(content[2]["input"], json!({"city": "Paris"}));
+        assert_eq!(content[3]["input"], json!({"city": "Oslo", "unit": "c"}));
+        assert_eq!(
+            (
+                msg.usage.input_tokens,
+                msg.usage.output_tokens,
+                msg.usage.cache_read_input_tokens
+            ),
+            (40, 89, Some(300)),
+            "usage survives the round trip"
+        );
+    }
+
+    // ------------------------------------------------------------------ native passthrough
+
+    #[test]
+    fn native_request_is_faithful() {
+        let client = json!({
+            "model": "claude-latest-alias",
+            "max_tokens": 4000,
+            "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}},
+                    {"type": "search_result", "source": "s", "title": "t", "content": [{"type": "text", "text": "x"}], "citations": {"enabled": true}}]},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "sig=="},
+                    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}}]}
+            ],
+            "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2},
+                      {"name": "f", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+            "thinking": {"type": "enabled", "budget_tokens": 2048},
+            "context_management": {"edits": []},
+            "temperature": 0.25,
+            "stream": true
+        });
+        let req: MessagesRequest = serde_json::from_value(client.clone()).unwrap();
+        let up = AnthropicAdapter
+            .native_request(
+                &req,
+                &target(),
+                Some("prompt-caching-2024-07-31,context-1m-2025-08-07"),
+            )
+            .unwrap();
+        let mut want = client;
+        want["model"] = json!("claude-sonnet-4-5-20250929");
+        assert_eq!(body_of(&up), want);
+        assert_eq!(up.path_and_query, "/v1/messages");
+        assert_eq!(
+            up.headers["anthropic-beta"],
+            "prompt-caching-2024-07-31,context-1m-2025-08-07"
+        );
+        assert_eq!(up.headers["x-api-key"], "sk-ant-test-canary");
+        assert_eq!(up.headers["anthropic-version"], "2023-06-01");
+        // Header injection is refused.
+        let err = AnthropicAdapter
+            .native_request(&req, &target(), Some("a\r\nx-evil: 1"))
+            .unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("anthropic-beta"));
+        // A model id needing escapes is written correctly.
+        let t = Target {
+            upstream_model: "we\"ird\\model",
+            ..target()
+        };
+        let up = AnthropicAdapter.native_request(&req, &t, None).unwrap();
+        assert_eq!(body_of(&up)["model"], json!("we\"ird\\model"));
+        assert!(up.headers.get("anthropic-beta").is_none());
+    }
+
+    #[test]
+    fn native_response_and_stream_observer() {
+        let m = native_response_usage(&serde_json::to_vec(&anthropic_message()).unwrap()).unwrap();
+        assert_eq!(usage_to_ir(&m.usage).prompt_tokens, 1120);
+        assert_eq!(m.stop_reason, Some(StopReason::ToolUse));
+        assert!(native_response_usage(b"not json").is_err());
+
+        let events = multi_tool_stream();
+        let mut obs = NativeStreamObserver::new();
+        for (i, e) in events.iter().enumerate() {
+            let sig = obs.on_event(e).unwrap();
+            assert_eq!(sig == StreamSignal::Done, i == events.len() - 1);
+            if i < 2 {
+                assert!(!obs.saw_content(), "message_start and ping are not content");
+            }
+        }
+        assert!(obs.saw_content());
+        assert!(obs.has_usage());
+        assert_eq!(obs.finish(), Ok(()));
+        assert_eq!(obs.finish_reason(), Some(FinishReason::ToolCalls));
+        let u = obs.usage();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens()),
+            (340, 89, 300)
+        );
+
+        let mut obs = NativeStreamObserver::new();
+        for e in &events[..events.len() - 1] {
+            obs.on_event(e).unwrap();
+        }
+        assert_eq!(obs.finish(), Err(DecodeError::Truncated));
+        let err = obs
+            .on_event(&sse(
+                "error",
+                json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}),
+            ))
+            .unwrap_err();
+        let DecodeError::StreamError(e) = err else {
+            panic!()
+        };
+        assert_eq!((e.kind, e.status), (UpstreamErrorKind::RateLimited, 429));
     }
 }

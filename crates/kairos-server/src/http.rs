@@ -153,7 +153,17 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Gate
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let param = (path != "." && !path.is_empty()).then_some(path);
+            let mut param = (path != "." && !path.is_empty()).then_some(path);
+            // serde reports a missing field at its parent's path: name the field itself.
+            let text = inner.to_string();
+            if let Some(rest) = text.strip_prefix("missing field `")
+                && let Some(field) = rest.split('`').next()
+            {
+                param = Some(match param {
+                    Some(p) => format!("{p}.{field}"),
+                    None => field.to_owned(),
+                });
+            }
             let msg = match inner.classify() {
                 serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                     format!("the request body is not valid JSON: {inner}")

@@ -47,6 +47,9 @@ pub struct Running {
     pub providers: Vec<String>,
     pub models: usize,
     pub demo_upstream: Option<String>,
+    /// The store and ledger the gateway writes to (tests read them back).
+    pub store: Store,
+    pub ledger: kairos_store::LedgerHandle,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<(DrainReport, LedgerStats)>,
     _demo: Option<kairos_testkit::MockServer>,
@@ -213,7 +216,7 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
             ..LedgerWriterConfig::default()
         },
     );
-    let gateway = Gateway::new(&cfg, Catalog::builtin(), &key, ledger);
+    let gateway = Gateway::new(&cfg, Catalog::builtin(), &key, ledger.clone());
     let providers = gateway.provider_names();
     let models = gateway.models().data.len();
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
@@ -227,6 +230,7 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
         source,
     })?;
     let store_backend = store.backend();
+    let store_for_caller = store.clone();
     let state = Arc::new(AppState {
         gateway,
         store,
@@ -259,6 +263,8 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
         providers,
         models,
         demo_upstream: demo.as_ref().map(|m| m.url()),
+        store: store_for_caller,
+        ledger,
         shutdown: Some(tx),
         task,
         _demo: demo,

@@ -1,0 +1,170 @@
+//! Test harness: the mock upstream and a gateway on port 0, configured through the same TOML
+//! path and startup code as `kairos serve`, with canary secrets as keys.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kairos_api::sse::{SseDecoder, SseEvent};
+use kairos_core::config::FileConfig;
+use kairos_core::env::MapEnv;
+use kairos_server::startup::{Running, StartOptions, start};
+use kairos_store::{LedgerRow, ListQuery};
+use kairos_testkit::{MockConfig, MockServer};
+
+pub const MASTER: &str = "kr-canary-master-5f1d2c3b4a596877";
+pub const OPENAI_KEY: &str = "sk-canary-openai-0a1b2c3d4e5f";
+pub const ANTHROPIC_KEY: &str = "sk-ant-canary-9f8e7d6c5b4a";
+pub const GEMINI_KEY: &str = "AIza-canary-gemini-13579bdf";
+
+pub struct Gw {
+    pub mock: MockServer,
+    pub run: Running,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn env() -> MapEnv {
+    MapEnv::from([
+        ("KAIROS_MASTER_KEY", MASTER),
+        ("OPENAI_API_KEY", OPENAI_KEY),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+        ("GEMINI_API_KEY", GEMINI_KEY),
+    ])
+}
+
+pub async fn start_gw() -> Gw {
+    start_with("", MockConfig::default()).await
+}
+
+/// Start mock + gateway. `extra` is appended to the generated TOML (use `{mock}` for the mock
+/// URL); provider sections may be extended with dotted keys, e.g.
+/// `providers.openai.stream_idle_timeout_ms = 300` is not valid TOML after a table, so pass
+/// overrides as `[providers.openai]` keys through `provider_extra` instead.
+pub async fn start_with(extra: &str, mut mock_cfg: MockConfig) -> Gw {
+    start_full(extra, "", &mut mock_cfg).await
+}
+
+pub async fn start_full(extra: &str, provider_extra: &str, mock_cfg: &mut MockConfig) -> Gw {
+    mock_cfg.openai_key = Some(OPENAI_KEY.into());
+    mock_cfg.anthropic_key = Some(ANTHROPIC_KEY.into());
+    mock_cfg.gemini_key = Some(GEMINI_KEY.into());
+    let mock = MockServer::start(mock_cfg.clone()).await.expect("mock");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = mock.url();
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 65536
+shutdown_grace_ms = 5000
+[storage]
+data_dir = "{dir}"
+[auth]
+master_key = "env:KAIROS_MASTER_KEY"
+[providers.openai]
+kind = "openai"
+base_url = "{m}/v1"
+api_key = "env:OPENAI_API_KEY"
+{provider_extra}
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{m}"
+api_key = "env:ANTHROPIC_API_KEY"
+{provider_extra}
+[providers.gemini]
+kind = "gemini"
+base_url = "{m}"
+api_key = "env:GEMINI_API_KEY"
+{provider_extra}
+{extra}
+"#,
+        dir = dir.path().display(),
+        extra = extra.replace("{mock}", &m),
+    );
+    let cfg = FileConfig::parse(&toml)
+        .and_then(|f| f.validate(&env()))
+        .unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
+    let run = start(cfg, StartOptions::default()).await.expect("start");
+    let url = format!("http://{}", run.addr);
+    Gw {
+        mock,
+        run,
+        url,
+        http: reqwest::Client::new(),
+        dir,
+    }
+}
+
+impl Gw {
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{}", self.url, path))
+            .bearer_auth(MASTER)
+            .header("content-type", "application/json")
+    }
+
+    pub async fn chat(&self, body: serde_json::Value) -> reqwest::Response {
+        self.post("/v1/chat/completions")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("send")
+    }
+
+    /// Wait until the ledger holds a row for `id` (rows are written off the request path; a
+    /// row with estimated usage is computed on a blocking thread first).
+    pub async fn row(&self, id: &str) -> LedgerRow {
+        for _ in 0..400 {
+            self.run.ledger.flush().await;
+            if let Some(r) = self.run.store.get_request(id).await.expect("store") {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no ledger row for {id}");
+    }
+
+    pub async fn rows(&self) -> Vec<LedgerRow> {
+        self.run.ledger.flush().await;
+        self.run
+            .store
+            .list_requests(&ListQuery {
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+    }
+}
+
+pub fn request_id(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("x-kairos-request-id")
+        .expect("x-kairos-request-id")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Read a whole SSE response into events (fails the test on a transport error unless
+/// `allow_broken`).
+pub async fn sse_events(resp: reqwest::Response) -> Vec<SseEvent> {
+    let mut dec = SseDecoder::default();
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.expect("body");
+        dec.feed(&chunk);
+        while let Some(ev) = dec.next_event().expect("sse") {
+            out.push(ev);
+        }
+    }
+    assert!(!dec.has_partial(), "stream ended mid-event");
+    out
+}
+
+pub fn user(text: &str) -> serde_json::Value {
+    serde_json::json!([{"role": "user", "content": text}])
+}
