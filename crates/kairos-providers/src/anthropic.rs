@@ -27,7 +27,7 @@
 //! | `tool_choice` auto / required / none / function | `auto` / `any` / `none` / `tool` |
 //! | `parallel_tool_calls: false` | `tool_choice.disable_parallel_tool_use: true` |
 //! | `response_format` json_object / json_schema | an extra system instruction asking for a single JSON object (with the schema, when given); Anthropic has no JSON mode |
-//! | `reasoning_effort` low / medium / high (xhigh) | `thinking: {type: enabled, budget_tokens: 1024 / 4096 / 16384 (32768)}`; `minimal`/`none` = no thinking. `max_tokens` is raised to `budget + max_tokens` when it would not exceed the budget; `temperature`, `top_p` and `top_k` are dropped (Anthropic rejects them with thinking). No thinking when `tool_choice` forces a tool (Anthropic rejects that combination) |
+//! | `reasoning_effort` low / medium / high (xhigh) | `thinking: {type: enabled, budget_tokens: 1024 / 4096 / 16384 (32768)}`; `minimal`/`none` = no thinking. `max_tokens` is raised to `budget + max_tokens` when it would not exceed the budget; `temperature`, `top_p` and `top_k` are dropped (Anthropic rejects them with thinking). No thinking when `tool_choice` forces a tool, nor when the last assistant turn holds tool calls (Anthropic then requires a signed thinking block first) |
 //!
 //! Rejected with a [`TranslateError`] (the caller gets a 400 naming the field): `n > 1`, audio
 //! input, files that are not PDF data URLs, image types Anthropic does not take, custom tools,
@@ -386,12 +386,21 @@ pub fn chat_request_to_messages(
             ));
         }
     };
-    // Anthropic rejects thinking together with forced tool use (`any` / `tool`).
+    // Anthropic rejects thinking together with forced tool use (`any` / `tool`), and, inside a
+    // tool loop, unless the last assistant turn starts with a signed thinking block, which a
+    // canonical history cannot carry.
     let forced_tool = matches!(
         tool_choice,
         Some(wire::ToolChoice::Any { .. } | wire::ToolChoice::Tool { .. })
     );
-    let thinking = budget.filter(|_| !forced_tool).map(|b| {
+    let in_tool_loop = turns
+        .iter()
+        .rev()
+        .find(|t| t.role == wire::Role::Assistant)
+        .is_some_and(|t| {
+            matches!(&t.content, Content::Blocks(b) if b.iter().any(|b| matches!(b, ContentBlock::ToolUse(_))))
+        });
+    let thinking = budget.filter(|_| !forced_tool && !in_tool_loop).map(|b| {
         if max_tokens <= b {
             max_tokens = b.saturating_add(max_tokens);
         }
@@ -2447,6 +2456,20 @@ mod tests {
         );
         assert!(body.get("thinking").is_none());
         assert_eq!(body["temperature"], json!(0.5));
+        // Inside a tool loop, thinking would need the (unsigned) reasoning of the last turn.
+        let req = ir(
+            json!({"model": "c", "reasoning_effort": "medium", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "reasoning_content": "r", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t", "content": "ok"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        );
+        let body = body_of(
+            &AnthropicAdapter
+                .chat_request(&req, &target(), false)
+                .unwrap(),
+        );
+        assert!(body.get("thinking").is_none());
         assert_eq!(body["model"], json!("claude-sonnet-4-5-20250929"));
     }
 

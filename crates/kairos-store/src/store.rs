@@ -468,6 +468,23 @@ impl Store {
         Ok(())
     }
 
+    /// Drops a PostgreSQL schema made by [`Store::connect_with_schema`] (test clean-up). The
+    /// name must be lowercase ASCII letters, digits and `_`.
+    pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+        if schema.is_empty()
+            || !schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(StoreError::Config(format!("invalid schema name `{schema}`")));
+        }
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        conn.execute(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
+            .await?;
+        conn.close().await?;
+        Ok(())
+    }
+
     /// Closes the pool: waits for checked-out connections to come back, then closes them all.
     /// Every later operation on this store (and its clones) fails.
     pub async fn close(&self) {

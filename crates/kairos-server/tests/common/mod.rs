@@ -47,6 +47,16 @@ pub async fn start_with(extra: &str, mut mock_cfg: MockConfig) -> Gw {
 }
 
 pub async fn start_full(extra: &str, provider_extra: &str, mock_cfg: &mut MockConfig) -> Gw {
+    start_inner(extra, provider_extra, mock_cfg, None).await
+}
+
+/// A gateway whose ledger is at `database_url` (set through `KAIROS_DATABASE_URL`, as in
+/// production).
+pub async fn start_db(database_url: &str, mock_cfg: &mut MockConfig) -> Gw {
+    start_inner("", "", mock_cfg, Some(database_url)).await
+}
+
+async fn start_inner(extra: &str, provider_extra: &str, mock_cfg: &mut MockConfig, db: Option<&str>) -> Gw {
     mock_cfg.openai_key = Some(OPENAI_KEY.into());
     mock_cfg.anthropic_key = Some(ANTHROPIC_KEY.into());
     mock_cfg.gemini_key = Some(GEMINI_KEY.into());
@@ -83,8 +93,12 @@ api_key = "env:GEMINI_API_KEY"
         dir = dir.path().display(),
         extra = extra.replace("{mock}", &m),
     );
+    let mut env = env();
+    if let Some(db) = db {
+        env.0.insert("KAIROS_DATABASE_URL".into(), db.into());
+    }
     let cfg = FileConfig::parse(&toml)
-        .and_then(|f| f.validate(&env()))
+        .and_then(|f| f.validate(&env))
         .unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
     let run = start(cfg, StartOptions::default()).await.expect("start");
     let url = format!("http://{}", run.addr);
