@@ -160,8 +160,10 @@ pub struct ChatMessage {
     pub tool_call_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
-    /// Non-standard (DeepSeek, vLLM): the model's reasoning text. Carries Anthropic `thinking`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Non-standard (DeepSeek, vLLM): the model's reasoning text. Carries Anthropic `thinking`
+    /// between translators. Accepted on input but never serialised into an upstream request:
+    /// DeepSeek answers 400 when a request carries it, OpenAI does not know it.
+    #[serde(default, skip_serializing)]
     pub reasoning_content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function_call: Option<Value>,
@@ -342,7 +344,9 @@ impl<'de> Deserialize<'de> for ToolChoice {
                         .get("function")
                         .and_then(|f| f.get("name"))
                         .and_then(Value::as_str)
-                        .ok_or_else(|| de::Error::custom("tool_choice.function.name is required"))?;
+                        .ok_or_else(|| {
+                            de::Error::custom("tool_choice.function.name is required")
+                        })?;
                     Ok(ToolChoice::Function {
                         name: name.to_owned(),
                     })
@@ -668,7 +672,10 @@ impl Delta {
     /// True when the delta carries output a client can see (text, reasoning, refusal or a tool call).
     pub fn has_content(&self) -> bool {
         self.content.as_deref().is_some_and(|c| !c.is_empty())
-            || self.reasoning_content.as_deref().is_some_and(|c| !c.is_empty())
+            || self
+                .reasoning_content
+                .as_deref()
+                .is_some_and(|c| !c.is_empty())
             || self.refusal.as_deref().is_some_and(|c| !c.is_empty())
             || self.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
     }
@@ -844,7 +851,10 @@ mod tests {
         let req: ChatCompletionRequest = serde_json::from_value(body).unwrap();
         assert_eq!(req.messages.len(), 4);
         assert!(req.messages[1].content.as_ref().unwrap().has_images());
-        assert_eq!(req.tool_choice, Some(ToolChoice::Function { name: "f".into() }));
+        assert_eq!(
+            req.tool_choice,
+            Some(ToolChoice::Function { name: "f".into() })
+        );
         assert_eq!(req.stop, Some(Stop::Many(vec!["a".into(), "b".into()])));
         assert!(req.wants_usage_in_stream());
         assert_eq!(req.output_cap(), Some(100));
@@ -881,7 +891,10 @@ mod tests {
         let c: ChunkChoice =
             serde_json::from_value(json!({"index":0,"delta":{},"finish_reason":"eos"})).unwrap();
         assert_eq!(c.finish_reason, Some(FinishReason::Other("eos".into())));
-        assert_eq!(serde_json::to_value(&c).unwrap()["finish_reason"], json!("eos"));
+        assert_eq!(
+            serde_json::to_value(&c).unwrap()["finish_reason"],
+            json!("eos")
+        );
     }
 
     #[test]

@@ -216,7 +216,10 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_a_typed_error() {
-        assert_eq!(decode_all(&[b"data: \xff\xfe\n\n"]), Err(SseError::InvalidUtf8));
+        assert_eq!(
+            decode_all(&[b"data: \xff\xfe\n\n"]),
+            Err(SseError::InvalidUtf8)
+        );
     }
 
     #[test]

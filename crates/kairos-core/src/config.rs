@@ -422,11 +422,13 @@ impl FileConfig {
                 p.api_version = env.get("AZURE_OPENAI_API_VERSION");
             }
             if kind == ProviderKind::Gemini && p.api_key.is_none() {
-                p.api_key = env.get("GOOGLE_API_KEY").map(|_| "env:GOOGLE_API_KEY".to_owned());
+                p.api_key = env
+                    .get("GOOGLE_API_KEY")
+                    .map(|_| "env:GOOGLE_API_KEY".to_owned());
             }
             cfg.providers.insert(kind.as_str().to_owned(), p);
         }
-        if cfg.providers.get("gemini").is_none()
+        if !cfg.providers.contains_key("gemini")
             && env.get("GOOGLE_API_KEY").is_some_and(|k| !k.is_empty())
         {
             cfg.providers.insert(
@@ -458,7 +460,11 @@ impl FileConfig {
             Ok(a) => a,
             Err(_) => {
                 issues.push(
-                    if ov.listen.is_some() { "KAIROS_LISTEN" } else { "server.listen" },
+                    if ov.listen.is_some() {
+                        "KAIROS_LISTEN"
+                    } else {
+                        "server.listen"
+                    },
                     format!("`{listen_s}` is not an address like 127.0.0.1:8080"),
                 );
                 SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -517,10 +523,16 @@ impl FileConfig {
             },
         };
         if let Some(u) = &database_url
-            && !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://"))
+            && !(u.starts_with("sqlite:")
+                || u.starts_with("postgres://")
+                || u.starts_with("postgresql://"))
         {
             issues.push(
-                if ov.database_url.is_some() { "KAIROS_DATABASE_URL" } else { "storage.database_url" },
+                if ov.database_url.is_some() {
+                    "KAIROS_DATABASE_URL"
+                } else {
+                    "storage.database_url"
+                },
                 "must start with sqlite:, postgres:// or postgresql://",
             );
         }
@@ -554,7 +566,10 @@ impl FileConfig {
                 None | Some("text") => false,
                 Some("json") => true,
                 Some(other) => {
-                    issues.push("logging.format", format!("`{other}`: expected text or json"));
+                    issues.push(
+                        "logging.format",
+                        format!("`{other}`: expected text or json"),
+                    );
                     false
                 }
             },
@@ -615,7 +630,9 @@ impl FileConfig {
                     ),
                 );
             }
-            if kind == ProviderKind::Azure && p.api_version.as_deref().is_some_and(|v| !valid_name(v)) {
+            if kind == ProviderKind::Azure
+                && p.api_version.as_deref().is_some_and(|v| !valid_name(v))
+            {
                 issues.push(format!("{path}.api_version"), "invalid api-version");
             }
             let mut headers = Vec::new();
@@ -624,13 +641,25 @@ impl FileConfig {
                 let lower = k.to_ascii_lowercase();
                 if matches!(
                     lower.as_str(),
-                    "authorization" | "x-api-key" | "api-key" | "x-goog-api-key" | "host" | "content-length"
-                        | "transfer-encoding" | "connection"
+                    "authorization"
+                        | "x-api-key"
+                        | "api-key"
+                        | "x-goog-api-key"
+                        | "host"
+                        | "content-length"
+                        | "transfer-encoding"
+                        | "connection"
                 ) {
-                    issues.push(&hp, "this header is managed by the gateway; put keys in api_key");
+                    issues.push(
+                        &hp,
+                        "this header is managed by the gateway; put keys in api_key",
+                    );
                     continue;
                 }
-                match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                match (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) {
                     (Ok(n), Ok(val)) => headers.push((n, val)),
                     _ => issues.push(&hp, "not a valid header name/value (no CR/LF)"),
                 }
@@ -669,8 +698,14 @@ impl FileConfig {
         let mut seen: HashSet<String> = HashSet::new();
         for (i, m) in self.models.iter().enumerate() {
             let path = format!("models[{i}]");
-            if m.id.is_empty() || m.id.len() > 200 || m.id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                issues.push(format!("{path}.id"), "must be 1-200 characters without spaces or control characters");
+            if m.id.is_empty()
+                || m.id.len() > 200
+                || m.id.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                issues.push(
+                    format!("{path}.id"),
+                    "must be 1-200 characters without spaces or control characters",
+                );
             }
             for name in std::iter::once(&m.id).chain(m.aliases.iter()) {
                 if !seen.insert(name.clone()) {
@@ -687,7 +722,10 @@ impl FileConfig {
                 None | Some("chat") => ModelMode::Chat,
                 Some("embedding") => ModelMode::Embedding,
                 Some(o) => {
-                    issues.push(format!("{path}.mode"), format!("`{o}`: expected chat or embedding"));
+                    issues.push(
+                        format!("{path}.mode"),
+                        format!("`{o}`: expected chat or embedding"),
+                    );
                     ModelMode::Chat
                 }
             };
@@ -696,7 +734,10 @@ impl FileConfig {
                     if v.is_finite() && (0.0..=100_000.0).contains(&v) {
                         Some((v * 1_000_000.0).round() as u64)
                     } else {
-                        issues.push(format!("{path}.price.{field}"), "must be a USD amount per million tokens between 0 and 100000");
+                        issues.push(
+                            format!("{path}.price.{field}"),
+                            "must be a USD amount per million tokens between 0 and 100000",
+                        );
                         None
                     }
                 };
@@ -764,8 +805,9 @@ fn one_line(s: &str) -> String {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
 }
 
 /// Resolve `env:NAME` / `file:PATH`. Inline literals are refused so that secrets never sit in a
@@ -866,8 +908,10 @@ price = { input = -1.0, output = 2.0 }
         let err = FileConfig::parse("[server]\nlisten_addr = \"x\"\n").unwrap_err();
         assert_eq!(err.0[0].path, "server");
         assert!(err.0[0].message.contains("listen_addr"), "{err}");
-        let err = FileConfig::parse("[providers.openai]\nkind = \"openai\"\nttfb_timeout_ms = \"soon\"\n")
-            .unwrap_err();
+        let err = FileConfig::parse(
+            "[providers.openai]\nkind = \"openai\"\nttfb_timeout_ms = \"soon\"\n",
+        )
+        .unwrap_err();
         assert_eq!(err.0[0].path, "providers.openai.ttfb_timeout_ms");
     }
 

@@ -34,7 +34,11 @@ pub struct MapEnv(pub HashMap<String, String>);
 
 impl<const N: usize> From<[(&str, &str); N]> for MapEnv {
     fn from(v: [(&str, &str); N]) -> Self {
-        MapEnv(v.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        MapEnv(
+            v.into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
     }
 }
 

@@ -37,12 +37,22 @@ pub enum ClientError {
         param: Option<String>,
     },
     /// A field that would choose the upstream or carry credentials (`api_base`, `api_key`, ...).
-    ForbiddenField { field: String },
-    UnknownModel { model: String, hint: Option<String> },
+    ForbiddenField {
+        field: String,
+    },
+    UnknownModel {
+        model: String,
+        hint: Option<String>,
+    },
     /// The model exists but cannot serve this kind of request (e.g. chat on an embedding model).
-    WrongModelMode { model: String, expected: &'static str },
+    WrongModelMode {
+        model: String,
+        expected: &'static str,
+    },
     Unauthorized,
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     UnsupportedMediaType,
     NotFound,
     MethodNotAllowed,
@@ -143,9 +153,9 @@ impl UpstreamFailure {
             UpstreamFailure::StreamCut { provider } => format!(
                 "the stream from provider `{provider}` ended before completion; the output is incomplete"
             ),
-            UpstreamFailure::StreamStalled { provider } => format!(
-                "the stream from provider `{provider}` stalled; the output is incomplete"
-            ),
+            UpstreamFailure::StreamStalled { provider } => {
+                format!("the stream from provider `{provider}` stalled; the output is incomplete")
+            }
         }
     }
 }
@@ -153,7 +163,9 @@ impl UpstreamFailure {
 impl InternalError {
     fn message(&self) -> String {
         match self {
-            InternalError::Translate(m) => format!("the gateway could not prepare the request: {m}"),
+            InternalError::Translate(m) => {
+                format!("the gateway could not prepare the request: {m}")
+            }
             InternalError::ShuttingDown => "the gateway is shutting down".to_owned(),
             InternalError::Overloaded => "the gateway is overloaded, retry later".to_owned(),
             InternalError::Unavailable(what) => format!("temporarily unavailable: {what}"),
@@ -367,7 +379,10 @@ mod tests {
             model: "x".into(),
             hint: None,
         });
-        assert_eq!((e.status(), e.kind(), e.code().as_str()), (404, "caller_unknown_model", "model_not_found"));
+        assert_eq!(
+            (e.status(), e.kind(), e.code().as_str()),
+            (404, "caller_unknown_model", "model_not_found")
+        );
         let up = UpstreamError {
             status: 429,
             kind: UpstreamErrorKind::QuotaExhausted,

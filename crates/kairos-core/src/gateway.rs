@@ -146,7 +146,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// Build from a validated config. `catalog` is the built-in catalog (tests pass their own).
-    pub fn new(cfg: &Config, catalog: Catalog, master_key: &SecretString, ledger: LedgerHandle) -> Gateway {
+    pub fn new(
+        cfg: &Config,
+        catalog: Catalog,
+        master_key: &SecretString,
+        ledger: LedgerHandle,
+    ) -> Gateway {
         let mut providers: HashMap<String, Arc<ProviderRuntime>> = HashMap::new();
         let mut connect_timeout = Duration::from_secs(10);
         for p in &cfg.providers {
@@ -177,8 +182,13 @@ impl Gateway {
         }
         let mut routes: HashMap<String, Resolved> = HashMap::new();
         let mut listing_ids: Vec<String> = Vec::new();
-        let mut add = |entry: Arc<ModelEntry>, provider: Arc<ProviderRuntime>, routes: &mut HashMap<String, Resolved>| {
-            let r = Resolved { entry: entry.clone(), provider };
+        let mut add = |entry: Arc<ModelEntry>,
+                       provider: Arc<ProviderRuntime>,
+                       routes: &mut HashMap<String, Resolved>| {
+            let r = Resolved {
+                entry: entry.clone(),
+                provider,
+            };
             for name in std::iter::once(&entry.id).chain(entry.aliases.iter()) {
                 routes.insert(name.clone(), r.clone());
             }
@@ -294,7 +304,11 @@ impl Gateway {
                     id: model.to_owned(),
                     provider: p.name.clone(),
                     upstream_model: rest.to_owned(),
-                    mode: if rest.contains("embed") { ModelMode::Embedding } else { ModelMode::Chat },
+                    mode: if rest.contains("embed") {
+                        ModelMode::Embedding
+                    } else {
+                        ModelMode::Chat
+                    },
                     context_window: None,
                     max_output_tokens: None,
                     price: None,

@@ -6,6 +6,8 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod gateway;
+pub mod messages;
 pub mod pipeline;
 pub mod record;
+pub mod stream;
 pub mod tokens;

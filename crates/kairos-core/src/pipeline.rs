@@ -13,25 +13,20 @@
 //! | 8 | cache_store | not yet |
 //! | 9 | record | [`Recorder`]: exactly one ledger row, also on error and disconnect |
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use kairos_api::openai::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingRequest,
-    EmbeddingResponse, Role,
+    ChatCompletion, ChatCompletionRequest, EmbeddingRequest, EmbeddingResponse, Role,
 };
-use kairos_api::sse::SseDecoder;
-use kairos_providers::adapter::{ChatStreamDecoder, StreamSignal, Target, TranslateError};
+use kairos_providers::adapter::{Target, TranslateError};
 use kairos_providers::client::{BodyError, read_body};
 
 use crate::catalog::ModelMode;
 use crate::error::{ClientError, GatewayError, UpstreamFailure};
 use crate::gateway::{Gateway, Resolved};
 use crate::record::{PromptSource, Recorder, Tokens};
+pub use crate::stream::{ChatStream, EventReader, NativeStream};
 
 /// Facts about a reply the server puts in response headers.
 #[derive(Debug, Clone)]
@@ -48,8 +43,8 @@ pub struct ReplyMeta {
 }
 
 pub enum ChatReply {
-    Complete(ChatCompletion, ReplyMeta),
-    Stream(ChatStream, ReplyMeta),
+    Complete(Box<ChatCompletion>, ReplyMeta),
+    Stream(Box<ChatStream>, ReplyMeta),
 }
 
 /// Fields that would let a caller pick the upstream host or smuggle credentials (test-matrix
@@ -140,7 +135,10 @@ pub fn validate_chat(req: &ChatCompletionRequest) -> Result<(), GatewayError> {
         return Err(GatewayError::invalid("`model` is required", Some("model")));
     }
     if req.model.len() > 256 || req.model.chars().any(char::is_control) {
-        return Err(GatewayError::invalid("`model` is not a valid model name", Some("model")));
+        return Err(GatewayError::invalid(
+            "`model` is not a valid model name",
+            Some("model"),
+        ));
     }
     if req.messages.is_empty() {
         return Err(GatewayError::invalid(
@@ -190,7 +188,10 @@ pub fn validate_chat(req: &ChatCompletionRequest) -> Result<(), GatewayError> {
     if let Some(n) = req.n
         && !(1..=MAX_N).contains(&n)
     {
-        return Err(GatewayError::invalid(format!("`n` must be between 1 and {MAX_N}"), Some("n")));
+        return Err(GatewayError::invalid(
+            format!("`n` must be between 1 and {MAX_N}"),
+            Some("n"),
+        ));
     }
     for (name, v) in [
         ("max_tokens", req.max_tokens),
@@ -210,20 +211,29 @@ pub fn validate_chat(req: &ChatCompletionRequest) -> Result<(), GatewayError> {
     range(req.frequency_penalty, -2.0, 2.0, "frequency_penalty")?;
     range(req.presence_penalty, -2.0, 2.0, "presence_penalty")?;
     if req.top_logprobs.is_some_and(|v| v > 20) {
-        return Err(GatewayError::invalid("`top_logprobs` must be at most 20", Some("top_logprobs")));
+        return Err(GatewayError::invalid(
+            "`top_logprobs` must be at most 20",
+            Some("top_logprobs"),
+        ));
     }
     if let Some(stop) = &req.stop {
         let v = stop.to_vec();
         if v.len() > MAX_STOP {
-            return Err(GatewayError::invalid(format!("`stop` has more than {MAX_STOP} entries"), Some("stop")));
+            return Err(GatewayError::invalid(
+                format!("`stop` has more than {MAX_STOP} entries"),
+                Some("stop"),
+            ));
         }
     }
     if let Some(md) = &req.metadata {
         if md.len() > 16 {
-            return Err(GatewayError::invalid("`metadata` has more than 16 keys", Some("metadata")));
+            return Err(GatewayError::invalid(
+                "`metadata` has more than 16 keys",
+                Some("metadata"),
+            ));
         }
         for (k, v) in md {
-            if k.len() > 64 || !v.as_str().is_some_and(|s| s.len() <= 512) {
+            if k.len() > 64 || v.as_str().is_none_or(|s| s.len() > 512) {
                 return Err(GatewayError::invalid(
                     "`metadata` values must be strings of at most 512 characters with keys of at most 64",
                     Some("metadata"),
@@ -232,7 +242,10 @@ pub fn validate_chat(req: &ChatCompletionRequest) -> Result<(), GatewayError> {
         }
     }
     if req.user.as_ref().is_some_and(|u| u.len() > 256) {
-        return Err(GatewayError::invalid("`user` is longer than 256 characters", Some("user")));
+        return Err(GatewayError::invalid(
+            "`user` is longer than 256 characters",
+            Some("user"),
+        ));
     }
     check_extra(&req.extra)?;
     if let Some(so) = &req.stream_options {
@@ -246,13 +259,22 @@ pub fn validate_embeddings(req: &EmbeddingRequest) -> Result<(), GatewayError> {
         return Err(GatewayError::invalid("`model` is required", Some("model")));
     }
     if req.input.is_empty() {
-        return Err(GatewayError::invalid("`input` must not be empty", Some("input")));
+        return Err(GatewayError::invalid(
+            "`input` must not be empty",
+            Some("input"),
+        ));
     }
     if req.input.len() > 2048 {
-        return Err(GatewayError::invalid("`input` has more than 2048 entries", Some("input")));
+        return Err(GatewayError::invalid(
+            "`input` has more than 2048 entries",
+            Some("input"),
+        ));
     }
     if req.dimensions.is_some_and(|d| d == 0 || d > 65_536) {
-        return Err(GatewayError::invalid("`dimensions` must be between 1 and 65536", Some("dimensions")));
+        return Err(GatewayError::invalid(
+            "`dimensions` must be between 1 and 65536",
+            Some("dimensions"),
+        ));
     }
     check_extra(&req.extra)
 }
@@ -264,7 +286,7 @@ fn translate_err(e: TranslateError) -> GatewayError {
     })
 }
 
-fn target<'a>(r: &'a Resolved) -> Target<'a> {
+pub(crate) fn target<'a>(r: &'a Resolved) -> Target<'a> {
     Target {
         provider: &r.provider.name,
         upstream_model: &r.entry.upstream_model,
@@ -272,7 +294,9 @@ fn target<'a>(r: &'a Resolved) -> Target<'a> {
         default_max_tokens: r
             .entry
             .max_output_tokens
-            .map_or(r.provider.default_max_tokens, |m| m.min(r.provider.default_max_tokens)),
+            .map_or(r.provider.default_max_tokens, |m| {
+                m.min(r.provider.default_max_tokens)
+            }),
     }
 }
 
@@ -317,7 +341,10 @@ impl Gateway {
     ) -> Result<ChatReply, GatewayError> {
         rec.set_requested(&req.model, req.is_stream());
         let end_user = req.user.clone();
-        let md = req.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()));
+        let md = req
+            .metadata
+            .as_ref()
+            .map(|m| serde_json::Value::Object(m.clone()));
         merge_attribution(&mut rec, md, end_user);
         let result = self.chat_inner(&mut rec, req).await;
         match result {
@@ -346,7 +373,7 @@ impl Gateway {
         rec.set_served(
             &resolved.provider.name,
             &resolved.entry.id,
-            resolved.entry.price.clone(),
+            resolved.entry.price,
         );
         let req = Arc::new(req);
         rec.set_prompt(PromptSource::Chat(req.clone()));
@@ -362,7 +389,11 @@ impl Gateway {
     ) -> Result<Dispatched, GatewayError> {
         let stream = req.is_stream();
         let t = target(r);
-        let up = r.provider.adapter.chat_request(req, &t, stream).map_err(translate_err)?;
+        let up = r
+            .provider
+            .adapter
+            .chat_request(req, &t, stream)
+            .map_err(translate_err)?;
         let dropped_params = if r.provider.api() == kairos_providers::adapter::ApiKind::OpenAi {
             Vec::new()
         } else {
@@ -373,7 +404,12 @@ impl Gateway {
         rec.upstream_start();
         let resp = self
             .client
-            .send(&r.provider.base_url, up, &headers, r.provider.ttfb_timeout.min(self.limits.request_timeout))
+            .send(
+                &r.provider.base_url,
+                up,
+                &headers,
+                r.provider.ttfb_timeout.min(self.limits.request_timeout),
+            )
             .await
             .map_err(|e| GatewayError::from_send(&r.provider.name, e))?;
         let status = resp.status().as_u16();
@@ -391,37 +427,35 @@ impl Gateway {
                 .await
                 .unwrap_or_default();
             rec.upstream_end();
-            let e = r.provider.adapter.upstream_error(status, &parts.headers, &body);
+            let e = r
+                .provider
+                .adapter
+                .upstream_error(status, &parts.headers, &body);
             return Err(GatewayError::Upstream(UpstreamFailure::Status(e)));
         }
         if stream {
-            let decoder = r.provider.adapter.chat_stream_decoder(&t);
-            let mut s = ChatStream {
+            let reader = EventReader::new(
                 body,
-                sse: SseDecoder::default(),
-                decoder,
-                queue: VecDeque::new(),
-                scratch: Vec::new(),
-                rec: None,
-                provider: r.provider.name.clone(),
-                idle: r.provider.stream_idle_timeout,
+                &r.provider.name,
+                r.provider.stream_idle_timeout,
                 deadline,
-                upstream_done: false,
-                decoder_finished: false,
-                ended: false,
-                cost_micros: None,
-            };
+            );
+            let mut s = ChatStream::new(reader, r.provider.adapter.chat_stream_decoder(&t));
             s.prime(rec).await?;
-            return Ok(Dispatched::Stream(s, meta));
+            return Ok(Dispatched::Stream(Box::new(s), meta));
         }
-        let body = read_body(body, self.limits.max_response_bytes, r.provider.ttfb_timeout)
-            .await
-            .map_err(|e| match e {
-                BodyError::Idle => GatewayError::Upstream(UpstreamFailure::Timeout {
-                    provider: r.provider.name.clone(),
-                }),
-                other => GatewayError::from_body(&r.provider.name, other),
-            })?;
+        let body = read_body(
+            body,
+            self.limits.max_response_bytes,
+            r.provider.ttfb_timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            BodyError::Idle => GatewayError::Upstream(UpstreamFailure::Timeout {
+                provider: r.provider.name.clone(),
+            }),
+            other => GatewayError::from_body(&r.provider.name, other),
+        })?;
         rec.upstream_end();
         let mut resp = r
             .provider
@@ -443,7 +477,7 @@ impl Gateway {
             meta.cost_micros = rec.provider_cost_micros();
             u.cost = meta.cost_micros.map(usd);
         }
-        Ok(Dispatched::Complete(resp, meta))
+        Ok(Dispatched::Complete(Box::new(resp), meta))
     }
 
     /// Embeddings: stages 3-9 without streaming.
@@ -473,9 +507,13 @@ impl Gateway {
     ) -> Result<(EmbeddingResponse, ReplyMeta), GatewayError> {
         validate_embeddings(&req)?;
         let r = self.resolve(&req.model, ModelMode::Embedding)?;
-        rec.set_served(&r.provider.name, &r.entry.id, r.entry.price.clone());
+        rec.set_served(&r.provider.name, &r.entry.id, r.entry.price);
         let t = target(&r);
-        let up = r.provider.adapter.embeddings_request(&req, &t).map_err(translate_err)?;
+        let up = r
+            .provider
+            .adapter
+            .embeddings_request(&req, &t)
+            .map_err(translate_err)?;
         let headers = r.provider.outbound_headers(rec.id());
         rec.upstream_start();
         let resp = self
@@ -485,13 +523,20 @@ impl Gateway {
             .map_err(|e| GatewayError::from_send(&r.provider.name, e))?;
         let status = resp.status().as_u16();
         let (parts, body) = resp.into_parts();
-        let limit = if (200..300).contains(&status) { self.limits.max_response_bytes } else { 64 * 1024 };
+        let limit = if (200..300).contains(&status) {
+            self.limits.max_response_bytes
+        } else {
+            64 * 1024
+        };
         let body = read_body(body, limit, r.provider.ttfb_timeout)
             .await
             .map_err(|e| GatewayError::from_body(&r.provider.name, e))?;
         rec.upstream_end();
         if !(200..300).contains(&status) {
-            let e = r.provider.adapter.upstream_error(status, &parts.headers, &body);
+            let e = r
+                .provider
+                .adapter
+                .upstream_error(status, &parts.headers, &body);
             return Err(GatewayError::Upstream(UpstreamFailure::Status(e)));
         }
         let mut resp = r
@@ -526,7 +571,13 @@ impl Gateway {
             // The recorder estimates again for the ledger (marked `estimated`); the cost header
             // uses the same number.
             meta.cost_micros = r.entry.price.as_ref().and_then(|p| {
-                p.cost_micros(&Tokens { input: n, ..Tokens::default() }.priced())
+                p.cost_micros(
+                    &Tokens {
+                        input: n,
+                        ..Tokens::default()
+                    }
+                    .priced(),
+                )
             });
         }
         Ok((resp, meta))
@@ -535,7 +586,11 @@ impl Gateway {
 
 /// Body `metadata`/`user` join the attribution the server took from `x-kairos-metadata`;
 /// header keys win over body keys.
-fn merge_attribution(rec: &mut Recorder, body_md: Option<serde_json::Value>, end_user: Option<String>) {
+fn merge_attribution(
+    rec: &mut Recorder,
+    body_md: Option<serde_json::Value>,
+    end_user: Option<String>,
+) {
     if let Some(serde_json::Value::Object(m)) = body_md {
         rec.add_metadata(m, false);
     }
@@ -549,229 +604,12 @@ pub(crate) fn usd(micros: u64) -> f64 {
 }
 
 enum Dispatched {
-    Complete(ChatCompletion, ReplyMeta),
-    Stream(ChatStream, ReplyMeta),
-}
-
-/// A committed upstream stream, translated to canonical chunks.
-///
-/// Pull chunks with [`ChatStream::next`]. The final `Some(Err(..))` (cut, stall, upstream error
-/// event) or `None` (clean end) writes the ledger row; dropping the stream early (client gone)
-/// writes it as `client_disconnected` with the partial usage, and drops the upstream body, which
-/// closes that connection and cancels the generation promptly.
-pub struct ChatStream {
-    body: Incoming,
-    sse: SseDecoder,
-    decoder: Box<dyn ChatStreamDecoder>,
-    queue: VecDeque<ChatCompletionChunk>,
-    scratch: Vec<ChatCompletionChunk>,
-    rec: Option<Recorder>,
-    provider: String,
-    idle: Duration,
-    deadline: Instant,
-    /// The upstream's terminal event was seen.
-    upstream_done: bool,
-    /// `decoder.finish` has run.
-    decoder_finished: bool,
-    ended: bool,
-    cost_micros: Option<u64>,
-}
-
-impl ChatStream {
-    /// The cost, once the usage chunk has passed.
-    pub fn cost_micros(&self) -> Option<u64> {
-        self.cost_micros
-    }
-
-    /// Read until a chunk with visible content (or the end) is queued, so that failures before
-    /// the first content byte surface as a normal HTTP error and nothing is committed to the
-    /// client yet.
-    async fn prime(&mut self, rec: &mut Recorder) -> Result<(), GatewayError> {
-        loop {
-            if self
-                .queue
-                .iter()
-                .any(|c| c.choices.iter().any(|ch| ch.delta.has_content() || ch.finish_reason.is_some()) || c.usage.is_some())
-            {
-                return Ok(());
-            }
-            if self.upstream_done {
-                return Ok(());
-            }
-            match self.read_more().await {
-                Ok(true) => {}
-                Ok(false) => {
-                    // EOF before any content.
-                    self.upstream_done = true;
-                    let r = self.finish_decoder();
-                    rec.upstream_end();
-                    return r;
-                }
-                Err(e) => {
-                    rec.upstream_end();
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// Read one body frame and decode it. `Ok(false)` at EOF.
-    async fn read_more(&mut self) -> Result<bool, GatewayError> {
-        let now = Instant::now();
-        if now >= self.deadline {
-            return Err(GatewayError::Upstream(UpstreamFailure::StreamStalled {
-                provider: self.provider.clone(),
-            }));
-        }
-        let wait = self.idle.min(self.deadline - now);
-        let frame = match tokio::time::timeout(wait, self.body.frame()).await {
-            Err(_) => {
-                return Err(GatewayError::Upstream(UpstreamFailure::StreamStalled {
-                    provider: self.provider.clone(),
-                }));
-            }
-            Ok(None) => return Ok(false),
-            Ok(Some(Err(_))) => {
-                return Err(GatewayError::Upstream(UpstreamFailure::StreamCut {
-                    provider: self.provider.clone(),
-                }));
-            }
-            Ok(Some(Ok(f))) => f,
-        };
-        let Ok(data) = frame.into_data() else {
-            return Ok(true);
-        };
-        if self.upstream_done {
-            return Ok(true); // bytes after the terminal event are ignored
-        }
-        self.feed(&data)?;
-        Ok(true)
-    }
-
-    fn feed(&mut self, data: &Bytes) -> Result<(), GatewayError> {
-        self.sse.feed(data);
-        loop {
-            let ev = match self.sse.next_event() {
-                Ok(Some(ev)) => ev,
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(GatewayError::Upstream(UpstreamFailure::InvalidResponse {
-                        provider: self.provider.clone(),
-                        detail: e.to_string(),
-                    }));
-                }
-            };
-            let sig = self
-                .decoder
-                .on_event(&ev, &mut self.scratch)
-                .map_err(|e| GatewayError::from_decode(&self.provider, e))?;
-            self.queue.extend(self.scratch.drain(..));
-            if sig == StreamSignal::Done {
-                self.upstream_done = true;
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn observe(&mut self, chunk: &mut ChatCompletionChunk) {
-        let Some(rec) = self.rec.as_mut() else { return };
-        for ch in &chunk.choices {
-            let d = &ch.delta;
-            if d.has_content() {
-                rec.first_token();
-            }
-            if let Some(c) = &d.content {
-                rec.add_output_text(c);
-            }
-            if let Some(c) = &d.reasoning_content {
-                rec.add_output_text(c);
-            }
-            if let Some(calls) = &d.tool_calls {
-                for call in calls {
-                    if let Some(f) = &call.function {
-                        if let Some(a) = &f.arguments {
-                            rec.add_output_text(a);
-                        }
-                        if let Some(n) = &f.name {
-                            rec.add_output_text(n);
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(u) = chunk.usage.as_mut() {
-            rec.set_usage(Tokens::from_usage(u));
-            self.cost_micros = rec.provider_cost_micros();
-            u.cost = self.cost_micros.map(usd);
-        }
-    }
-
-    /// Run the decoder's end-of-input check once, queueing any chunks it still holds.
-    fn finish_decoder(&mut self) -> Result<(), GatewayError> {
-        if self.decoder_finished {
-            return Ok(());
-        }
-        self.decoder_finished = true;
-        let mut tail = Vec::new();
-        self.decoder
-            .finish(&mut tail)
-            .map_err(|e| GatewayError::from_decode(&self.provider, e))?;
-        self.queue.extend(tail);
-        Ok(())
-    }
-
-    /// The next canonical chunk; `Some(Err)` once if the stream fails; `None` at a clean end.
-    pub async fn next(&mut self) -> Option<Result<ChatCompletionChunk, GatewayError>> {
-        loop {
-            if let Some(mut c) = self.queue.pop_front() {
-                self.observe(&mut c);
-                return Some(Ok(c));
-            }
-            if self.ended {
-                return None;
-            }
-            if self.upstream_done {
-                if !self.decoder_finished {
-                    // Drain to EOF (bounded) so the connection can go back to the pool.
-                    let _ = tokio::time::timeout(Duration::from_millis(50), async {
-                        while let Some(Ok(_)) = self.body.frame().await {}
-                    })
-                    .await;
-                    // Clean only if the decoder saw its terminal event (or, for APIs without
-                    // one, the final finish reason).
-                    if let Err(e) = self.finish_decoder() {
-                        return Some(Err(self.fail(e)));
-                    }
-                    continue;
-                }
-                self.ended = true;
-                if let Some(mut rec) = self.rec.take() {
-                    rec.upstream_end();
-                    rec.finish_ok(200);
-                }
-                return None;
-            }
-            match self.read_more().await {
-                Ok(true) => {}
-                Ok(false) => self.upstream_done = true,
-                Err(e) => return Some(Err(self.fail(e))),
-            }
-        }
-    }
-
-    fn fail(&mut self, e: GatewayError) -> GatewayError {
-        self.ended = true;
-        self.queue.clear();
-        if let Some(mut rec) = self.rec.take() {
-            rec.upstream_end();
-            rec.finish_stream_err(&e);
-        }
-        e
-    }
+    Complete(Box<ChatCompletion>, ReplyMeta),
+    Stream(Box<ChatStream>, ReplyMeta),
 }
 
 fn _assert_send() {
     fn is_send<T: Send>() {}
     is_send::<ChatStream>();
+    is_send::<NativeStream>();
 }

@@ -327,14 +327,18 @@ impl Recorder {
         self.upstream_end();
         let total = self.started.elapsed();
         if !self.metadata.is_empty() {
-            self.row.metadata =
-                serde_json::to_string(&std::mem::take(&mut self.metadata)).ok();
+            self.row.metadata = serde_json::to_string(&std::mem::take(&mut self.metadata)).ok();
         }
         let row = &mut self.row;
         if outcome == Outcome::ClientDisconnected {
             row.outcome = "client_disconnected".into();
-            row.status_code = if row.stream && self.ttft.is_some() { 200 } else { 499 };
-            row.error_kind.get_or_insert_with(|| "client_disconnected".into());
+            row.status_code = if row.stream && self.ttft.is_some() {
+                200
+            } else {
+                499
+            };
+            row.error_kind
+                .get_or_insert_with(|| "client_disconnected".into());
         }
         row.latency_total_us = micros(total);
         row.latency_upstream_us = (row.attempts > 0).then(|| micros(self.upstream_time));
@@ -347,13 +351,17 @@ impl Recorder {
                 apply_tokens(row, &u, self.price.as_ref(), UsageSource::Provider);
                 self.ledger.record(row.clone());
             }
-            None if called_upstream && (outcome == Outcome::Ok || !self.output_text.is_empty() || outcome == Outcome::ClientDisconnected) => {
+            None if called_upstream
+                && (outcome == Outcome::Ok
+                    || !self.output_text.is_empty()
+                    || outcome == Outcome::ClientDisconnected) =>
+            {
                 // The provider may bill this request but told us nothing: estimate off the
                 // async runtime (the tokenizer is CPU work and loads lazily).
                 let mut row = row.clone();
                 let prompt = std::mem::replace(&mut self.prompt, PromptSource::None);
                 let output = std::mem::take(&mut self.output_text);
-                let price = self.price.clone();
+                let price = self.price;
                 let ledger = self.ledger.clone();
                 let job = move || {
                     let t = estimate(&prompt, &output);

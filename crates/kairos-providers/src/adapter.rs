@@ -11,8 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use kairos_api::openai::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingRequest,
-    EmbeddingResponse,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingRequest, EmbeddingResponse,
 };
 use kairos_api::sse::SseEvent;
 
@@ -62,8 +61,9 @@ pub struct UpstreamRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamSignal {
     Continue,
-    /// The upstream's explicit end of stream (`[DONE]`, `message_stop`), or for Gemini the
-    /// chunk carrying the final finish reason.
+    /// The upstream's explicit end of stream (`[DONE]`, `message_stop`). APIs without one
+    /// (Gemini) never return it: the stream ends at EOF and `finish` judges whether that EOF
+    /// was clean.
     Done,
 }
 
@@ -98,8 +98,11 @@ pub trait Adapter: Send + Sync + 'static {
     ) -> Result<UpstreamRequest, TranslateError>;
 
     /// Upstream 2xx body -> canonical response.
-    fn chat_response(&self, body: &[u8], target: &Target<'_>)
-    -> Result<ChatCompletion, DecodeError>;
+    fn chat_response(
+        &self,
+        body: &[u8],
+        target: &Target<'_>,
+    ) -> Result<ChatCompletion, DecodeError>;
 
     /// A fresh decoder for one streamed response.
     fn chat_stream_decoder(&self, target: &Target<'_>) -> Box<dyn ChatStreamDecoder>;
@@ -252,9 +255,13 @@ impl UpstreamErrorKind {
 
 /// Parse a `Retry-After` header given in seconds (HTTP dates are ignored: providers send seconds).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     let secs: f64 = v.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 /// Make an upstream error message safe to show a caller: at most 300 bytes, control characters
@@ -282,20 +289,26 @@ pub fn sanitize_message(raw: &str) -> String {
 }
 
 fn looks_secret_or_url(word: &str) -> bool {
-    let w = word.trim_matches(|c: char| matches!(c, '"' | '\'' | ',' | '.' | '(' | ')' | ':' | ';'));
+    let w =
+        word.trim_matches(|c: char| matches!(c, '"' | '\'' | ',' | '.' | '(' | ')' | ':' | ';'));
     let lower = w.to_ascii_lowercase();
     if lower.contains("://") || lower.starts_with("www.") {
         return true;
     }
-    for p in ["sk-", "sk_", "kr-", "key=", "api_key", "apikey", "bearer", "aiza", "token="] {
-        if lower.starts_with(p) || lower.contains(&format!("?{p}")) || lower.contains(&format!("&{p}"))
+    for p in [
+        "sk-", "sk_", "kr-", "key=", "api_key", "apikey", "bearer", "aiza", "token=",
+    ] {
+        if lower.starts_with(p)
+            || lower.contains(&format!("?{p}"))
+            || lower.contains(&format!("&{p}"))
         {
             return true;
         }
     }
     // Long opaque tokens (mixed letters and digits, 24+ chars) are treated as secrets.
     w.len() >= 24
-        && w.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
         && w.chars().any(|c| c.is_ascii_digit())
         && w.chars().any(|c| c.is_ascii_alphabetic())
 }
@@ -332,7 +345,10 @@ mod tests {
     #[test]
     fn retry_after_parses_seconds_only() {
         let mut h = HeaderMap::new();
-        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("2"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
         h.insert(
             http::header::RETRY_AFTER,
@@ -343,7 +359,10 @@ mod tests {
 
     #[test]
     fn classification_by_status() {
-        assert_eq!(UpstreamErrorKind::from_status(529), UpstreamErrorKind::Overloaded);
+        assert_eq!(
+            UpstreamErrorKind::from_status(529),
+            UpstreamErrorKind::Overloaded
+        );
         assert!(UpstreamErrorKind::from_status(503).retryable());
         assert!(!UpstreamErrorKind::from_status(400).retryable());
     }

@@ -8,8 +8,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use kairos_api::openai::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingRequest,
-    EmbeddingResponse,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingRequest, EmbeddingResponse,
 };
 use kairos_api::sse::SseEvent;
 use serde::Serialize;
@@ -96,14 +95,16 @@ impl OpenAiAdapter {
         if let Some(key) = target.api_key {
             let (name, value) = match self.auth {
                 AuthStyle::Bearer => (header::AUTHORIZATION, format!("Bearer {key}")),
-                AuthStyle::ApiKeyHeader => (
-                    http::HeaderName::from_static("api-key"),
-                    key.to_owned(),
-                ),
+                AuthStyle::ApiKeyHeader => {
+                    (http::HeaderName::from_static("api-key"), key.to_owned())
+                }
             };
             let mut v = HeaderValue::from_str(&value).map_err(|_| {
                 TranslateError::new(
-                    format!("the key configured for provider `{}` is not a valid header value", target.provider),
+                    format!(
+                        "the key configured for provider `{}` is not a valid header value",
+                        target.provider
+                    ),
                     None,
                 )
             })?;
@@ -245,7 +246,9 @@ pub fn openai_error(status: u16, headers: &HeaderMap, body: &[u8]) -> UpstreamEr
         kind: Option<String>,
         code: Option<serde_json::Value>,
     }
-    let parsed = serde_json::from_slice::<Body>(body).ok().and_then(|b| b.error);
+    let parsed = serde_json::from_slice::<Body>(body)
+        .ok()
+        .and_then(|b| b.error);
     let (message, kind, code) = match parsed {
         Some(i) => (
             i.message,
@@ -263,8 +266,7 @@ pub fn openai_error(status: u16, headers: &HeaderMap, body: &[u8]) -> UpstreamEr
     let code_or_type = |s: &str| code.as_deref() == Some(s) || kind.as_deref() == Some(s);
     if code_or_type("insufficient_quota") || code_or_type("billing_hard_limit_reached") {
         k = UpstreamErrorKind::QuotaExhausted;
-    } else if code_or_type("context_length_exceeded") || code_or_type("string_above_max_length")
-    {
+    } else if code_or_type("context_length_exceeded") || code_or_type("string_above_max_length") {
         k = UpstreamErrorKind::ContextLength;
     } else if code_or_type("content_filter") || code_or_type("content_policy_violation") {
         k = UpstreamErrorKind::ContentFilter;
@@ -427,7 +429,11 @@ mod tests {
         );
         assert_eq!(e.kind, UpstreamErrorKind::QuotaExhausted);
         assert!(!e.kind.retryable());
-        let e = openai_error(429, &HeaderMap::new(), br#"{"error":{"message":"slow down"}}"#);
+        let e = openai_error(
+            429,
+            &HeaderMap::new(),
+            br#"{"error":{"message":"slow down"}}"#,
+        );
         assert_eq!(e.kind, UpstreamErrorKind::RateLimited);
         let e = openai_error(502, &HeaderMap::new(), b"<html>bad gateway</html>");
         assert_eq!(e.kind, UpstreamErrorKind::Server);

@@ -61,16 +61,26 @@ fn anthropic_type(err: &GatewayError) -> &'static str {
 }
 
 /// A complete error response: status, body, `Retry-After`, request id and error source.
-pub fn error_response(err: &GatewayError, shape: Shape, request_id: Option<&str>) -> Response<Body> {
+pub fn error_response(
+    err: &GatewayError,
+    shape: Shape,
+    request_id: Option<&str>,
+) -> Response<Body> {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = Response::new(Body::from(error_body(err, shape)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(id) = request_id.and_then(|i| HeaderValue::from_str(i).ok()) {
         h.insert(X_REQUEST_ID, id);
     }
-    h.insert(X_ERROR_SOURCE, HeaderValue::from_static(err.origin().as_str()));
+    h.insert(
+        X_ERROR_SOURCE,
+        HeaderValue::from_static(err.origin().as_str()),
+    );
     if let Some(ra) = err.retry_after() {
         let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -107,7 +117,11 @@ pub fn presented_key(h: &HeaderMap) -> Option<&str> {
 
 /// Read the whole body, refusing more than `limit` bytes: at once when `Content-Length`
 /// declares more, otherwise as soon as the running total passes it (chunked bodies).
-pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     let too_large = || GatewayError::Client(ClientError::BodyTooLarge { limit });
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -120,13 +134,19 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Resu
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(GatewayError::invalid("the request body could not be read", None)),
+        Err(_) => Err(GatewayError::invalid(
+            "the request body could not be read",
+            None,
+        )),
     }
 }
 
 /// `Content-Type` must be JSON when present.
 pub fn check_json_content_type(h: &HeaderMap) -> Result<(), GatewayError> {
-    match h.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("")) {
+    match h
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or(""))
+    {
         None => Ok(()),
         Some(ct) => {
             let mime = ct.split(';').next().unwrap_or("").trim();
@@ -145,7 +165,10 @@ pub fn check_json_content_type(h: &HeaderMap) -> Result<(), GatewayError> {
 /// Parse JSON into `T`; errors name the offending field (`messages[0].content`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(GatewayError::invalid("the request body is empty; expected a JSON object", None));
+        return Err(GatewayError::invalid(
+            "the request body is empty; expected a JSON object",
+            None,
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = match serde_path_to_error::deserialize(&mut de) {
@@ -170,15 +193,25 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Gate
                 }
                 serde_json::error::Category::Io => "the request body could not be read".to_owned(),
                 serde_json::error::Category::Data => match &param {
-                    Some(p) => format!("invalid value for `{p}`: {}", strip_position(&inner.to_string())),
+                    Some(p) => format!(
+                        "invalid value for `{p}`: {}",
+                        strip_position(&inner.to_string())
+                    ),
                     None => format!("invalid request: {}", strip_position(&inner.to_string())),
                 },
             };
-            return Err(GatewayError::Client(ClientError::InvalidRequest { message: msg, param }));
+            return Err(GatewayError::Client(ClientError::InvalidRequest {
+                message: msg,
+                param,
+            }));
         }
     };
-    de.end()
-        .map_err(|_| GatewayError::invalid("the request body has trailing data after the JSON value", None))?;
+    de.end().map_err(|_| {
+        GatewayError::invalid(
+            "the request body has trailing data after the JSON value",
+            None,
+        )
+    })?;
     Ok(value)
 }
 
@@ -196,12 +229,18 @@ mod tests {
 
     #[test]
     fn bad_json_errors_name_the_field() {
-        let e = parse_json::<ChatCompletionRequest>(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#)
-            .unwrap_err();
+        let e = parse_json::<ChatCompletionRequest>(
+            br#"{"model":"m","messages":[{"role":"user","content":5}]}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.param(), Some("messages[0].content"));
         assert_eq!(e.status(), 400);
-        let e = parse_json::<ChatCompletionRequest>(br#"{"model":"m","messages":[]} x"#).unwrap_err();
-        assert!(e.to_string().contains("not valid JSON") || e.to_string().contains("trailing"), "{e}");
+        let e =
+            parse_json::<ChatCompletionRequest>(br#"{"model":"m","messages":[]} x"#).unwrap_err();
+        assert!(
+            e.to_string().contains("not valid JSON") || e.to_string().contains("trailing"),
+            "{e}"
+        );
         let e = parse_json::<ChatCompletionRequest>(b"").unwrap_err();
         assert!(e.to_string().contains("empty"));
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
@@ -212,7 +251,10 @@ mod tests {
     #[test]
     fn presented_key_forms() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
         assert_eq!(presented_key(&h), Some("abc"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(presented_key(&h), None);

@@ -16,7 +16,11 @@ use kairos_core::env::ProcessEnv;
 use kairos_server::startup::{StartOptions, start};
 
 #[derive(Parser)]
-#[command(name = "kairos", version, about = "KairosRoute: an LLM router and observability gateway")]
+#[command(
+    name = "kairos",
+    version,
+    about = "KairosRoute: an LLM router and observability gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -79,7 +83,9 @@ fn err(s: &str) {
 fn init_tracing(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -110,7 +116,10 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             err(&format!("kairos: cannot start the runtime: {e}"));
@@ -156,7 +165,9 @@ async fn run(cli: Cli) -> ExitCode {
             let listener = match tokio::net::TcpListener::bind(&listen).await {
                 Ok(l) => l,
                 Err(e) => {
-                    err(&format!("kairos mock-upstream: cannot listen on {listen}: {e}"));
+                    err(&format!(
+                        "kairos mock-upstream: cannot listen on {listen}: {e}"
+                    ));
                     return ExitCode::FAILURE;
                 }
             };
@@ -170,7 +181,10 @@ async fn run(cli: Cli) -> ExitCode {
             cfg.defaults.chunks = chunks;
             out(&format!(
                 "mock upstream on http://{} (OpenAI /v1/chat/completions, Anthropic /v1/messages, Gemini /v1beta/models/...)",
-                listener.local_addr().map(|a| a.to_string()).unwrap_or(listen)
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or(listen)
             ));
             match kairos_testkit::serve(listener, cfg, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -194,7 +208,10 @@ async fn serve(config: Option<PathBuf>, demo: bool) -> ExitCode {
         Err(e) => {
             err(&format!(
                 "kairos: {}{e}",
-                config.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
+                config
+                    .as_ref()
+                    .map(|p| format!("{}: ", p.display()))
+                    .unwrap_or_default()
             ));
             return ExitCode::FAILURE;
         }
@@ -217,7 +234,11 @@ async fn serve(config: Option<PathBuf>, demo: bool) -> ExitCode {
     out(&format!("  Anthropic base_url: http://{}", running.addr));
     out(&format!(
         "  providers: {}; {} models; store: {}",
-        if running.providers.is_empty() { "none".to_owned() } else { running.providers.join(", ") },
+        if running.providers.is_empty() {
+            "none".to_owned()
+        } else {
+            running.providers.join(", ")
+        },
         running.models,
         running.store_backend
     ));
@@ -226,7 +247,10 @@ async fn serve(config: Option<PathBuf>, demo: bool) -> ExitCode {
     }
     match (&running.generated_master_key, &running.master_key_file) {
         (Some(k), Some(f)) => {
-            out(&format!("  master key (generated now, shown once, stored in {}):", f.display()));
+            out(&format!(
+                "  master key (generated now, shown once, stored in {}):",
+                f.display()
+            ));
             out(&format!("    {k}"));
         }
         (None, Some(f)) => out(&format!("  master key: stored in {}", f.display())),

@@ -69,11 +69,19 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> Response<Body> {
-    error_response(&GatewayError::Client(ClientError::NotFound), Shape::OpenAi, None)
+    error_response(
+        &GatewayError::Client(ClientError::NotFound),
+        Shape::OpenAi,
+        None,
+    )
 }
 
 async fn method_not_allowed() -> Response<Body> {
-    error_response(&GatewayError::Client(ClientError::MethodNotAllowed), Shape::OpenAi, None)
+    error_response(
+        &GatewayError::Client(ClientError::MethodNotAllowed),
+        Shape::OpenAi,
+        None,
+    )
 }
 
 async fn healthz() -> Response<Body> {
@@ -101,8 +109,10 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response<Body> {
 pub fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -127,10 +137,14 @@ pub(crate) fn begin(
         .filter(|t| {
             !t.is_empty()
                 && t.len() <= 128
-                && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
         })
         .map(str::to_owned);
-    let mut rec = Recorder::new(st.gateway.ledger().clone(), request_info(route, inbound, trace, started));
+    let mut rec = Recorder::new(
+        st.gateway.ledger().clone(),
+        request_info(route, inbound, trace, started),
+    );
     let fail = |rec: Recorder, e: GatewayError| {
         let id = rec.id().to_owned();
         rec.finish_err(&e);
@@ -154,19 +168,23 @@ pub(crate) fn begin(
 
 /// `x-kairos-metadata`: a JSON object of at most 4 KiB whose values are strings, numbers or
 /// booleans.
-fn parse_metadata_header(v: &HeaderValue) -> Result<serde_json::Map<String, serde_json::Value>, GatewayError> {
-    let bad = || GatewayError::invalid(
-        "`x-kairos-metadata` must be a JSON object (at most 4 KiB) of string, number or boolean values",
-        Some("x-kairos-metadata"),
-    );
+fn parse_metadata_header(
+    v: &HeaderValue,
+) -> Result<serde_json::Map<String, serde_json::Value>, GatewayError> {
+    let bad = || {
+        GatewayError::invalid(
+            "`x-kairos-metadata` must be a JSON object (at most 4 KiB) of string, number or boolean values",
+            Some("x-kairos-metadata"),
+        )
+    };
     if v.len() > 4096 {
         return Err(bad());
     }
-    let m: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(v.as_bytes()).map_err(|_| bad())?;
+    let m: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(v.as_bytes()).map_err(|_| bad())?;
     if m.len() > 64
-        || m.iter().any(|(k, v)| {
-            k.len() > 64 || !(v.is_string() || v.is_number() || v.is_boolean())
-        })
+        || m.iter()
+            .any(|(k, v)| k.len() > 64 || !(v.is_string() || v.is_number() || v.is_boolean()))
     {
         return Err(bad());
     }
@@ -218,11 +236,16 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let Begun { rec, guard } =
-        match begin(&st, &headers, RouteKind::Chat, InboundApi::OpenAi, Shape::OpenAi) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
+    let Begun { rec, guard } = match begin(
+        &st,
+        &headers,
+        RouteKind::Chat,
+        InboundApi::OpenAi,
+        Shape::OpenAi,
+    ) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let (req, rec): (ChatCompletionRequest, Recorder) =
         match read_json(&st, &headers, body, rec, Shape::OpenAi).await {
             Ok(v) => v,
@@ -241,7 +264,10 @@ async fn chat_completions(
         Ok(ChatReply::Stream(stream, meta)) => {
             let mut r = Response::new(openai_sse(stream, wants_usage, guard));
             let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
             meta_headers(h, &meta, &trace);
@@ -253,9 +279,9 @@ async fn chat_completions(
 
 /// Canonical chunks -> OpenAI SSE. A failure after the stream started ends it with an error
 /// event and WITHOUT `[DONE]`, so no client mistakes a cut answer for a complete one.
-fn openai_sse(stream: ChatStream, wants_usage: bool, guard: InFlight) -> Body {
+fn openai_sse(stream: Box<ChatStream>, wants_usage: bool, guard: InFlight) -> Body {
     struct S {
-        stream: ChatStream,
+        stream: Box<ChatStream>,
         _guard: InFlight,
         done: bool,
     }
@@ -275,7 +301,10 @@ fn openai_sse(stream: ChatStream, wants_usage: bool, guard: InFlight) -> Body {
                         continue; // we asked for usage; the caller did not
                     }
                     let json = serde_json::to_vec(&chunk).unwrap_or_default();
-                    return Some((Ok::<Bytes, std::convert::Infallible>(sse::encode_data(&json)), st));
+                    return Some((
+                        Ok::<Bytes, std::convert::Infallible>(sse::encode_data(&json)),
+                        st,
+                    ));
                 }
                 Some(Err(e)) => {
                     st.done = true;
@@ -296,11 +325,16 @@ async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let Begun { rec, guard: _guard } =
-        match begin(&st, &headers, RouteKind::Embeddings, InboundApi::OpenAi, Shape::OpenAi) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
+    let Begun { rec, guard: _guard } = match begin(
+        &st,
+        &headers,
+        RouteKind::Embeddings,
+        InboundApi::OpenAi,
+        Shape::OpenAi,
+    ) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let (req, rec): (EmbeddingRequest, Recorder) =
         match read_json(&st, &headers, body, rec, Shape::OpenAi).await {
             Ok(v) => v,
@@ -310,7 +344,10 @@ async fn embeddings(
     let trace = rec.trace_id().to_owned();
     match st.gateway.embeddings(rec, req).await {
         Ok((resp, meta)) => {
-            let mut r = json_response(StatusCode::OK, Bytes::from(serde_json::to_vec(&resp).unwrap_or_default()));
+            let mut r = json_response(
+                StatusCode::OK,
+                Bytes::from(serde_json::to_vec(&resp).unwrap_or_default()),
+            );
             meta_headers(r.headers_mut(), &meta, &trace);
             r
         }
@@ -344,7 +381,10 @@ async fn model(
         return r;
     }
     match st.gateway.models().data.into_iter().find(|m| m.id == id) {
-        Some(m) => json_response(StatusCode::OK, Bytes::from(serde_json::to_vec(&m).unwrap_or_default())),
+        Some(m) => json_response(
+            StatusCode::OK,
+            Bytes::from(serde_json::to_vec(&m).unwrap_or_default()),
+        ),
         None => error_response(
             &GatewayError::Client(ClientError::UnknownModel {
                 model: kairos_core::pipeline::clip(&id, 200),

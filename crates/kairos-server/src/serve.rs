@@ -102,7 +102,10 @@ pub async fn serve(
     .await;
     if drained.is_err() {
         report.aborted = conns.len();
-        tracing::warn!(open = conns.len(), "shutdown grace period over; cancelling the remaining requests");
+        tracing::warn!(
+            open = conns.len(),
+            "shutdown grace period over; cancelling the remaining requests"
+        );
     }
     conns.abort_all();
     while conns.join_next().await.is_some() {}

@@ -22,11 +22,17 @@ use crate::serve::{DrainReport, ServeOptions, serve};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot use the data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot open the database: {0}")]
     Store(#[from] kairos_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start the demo upstream: {0}")]
     Demo(std::io::Error),
 }
@@ -66,10 +72,7 @@ impl Running {
 
     /// Wait until the server stops (after [`Running::trigger`] or a signal wired by the caller).
     pub async fn wait(&mut self) -> (DrainReport, LedgerStats) {
-        match (&mut self.task).await {
-            Ok(r) => r,
-            Err(_) => (DrainReport::default(), LedgerStats::default()),
-        }
+        (&mut self.task).await.unwrap_or_default()
     }
 
     pub fn trigger(&mut self) {
@@ -81,7 +84,9 @@ impl Running {
 
 /// The master key: from config, else from `<data_dir>/master_key`, else generated and stored
 /// there (mode 0600). Returns the key and whether it was generated now.
-fn master_key(cfg: &Config) -> Result<(SecretString, Option<String>, Option<std::path::PathBuf>), StartError> {
+fn master_key(
+    cfg: &Config,
+) -> Result<(SecretString, Option<String>, Option<std::path::PathBuf>), StartError> {
     if let Some(k) = &cfg.master_key {
         return Ok((k.clone(), None, None));
     }
@@ -136,24 +141,40 @@ fn add_demo(cfg: &mut Config, url: &str) {
     let catalog = Catalog::builtin();
     let provider = |name: &str, kind: ProviderKind, base: &str| -> Option<ProviderConfig> {
         Some(ProviderConfig {
-        name: name.into(),
-        kind,
-        base_url: BaseUrl::parse(base).ok()?,
-        api_key: Some(SecretString::from("demo-key")),
-        api_version: None,
-        stream_usage: true,
-        headers: Vec::new(),
-        catalog: false,
-        connect_timeout: std::time::Duration::from_secs(2),
-        ttfb_timeout: std::time::Duration::from_secs(30),
-        stream_idle_timeout: std::time::Duration::from_secs(30),
-        default_max_tokens: 1024,
+            name: name.into(),
+            kind,
+            base_url: BaseUrl::parse(base).ok()?,
+            api_key: Some(SecretString::from("demo-key")),
+            api_version: None,
+            stream_usage: true,
+            headers: Vec::new(),
+            catalog: false,
+            connect_timeout: std::time::Duration::from_secs(2),
+            ttfb_timeout: std::time::Duration::from_secs(30),
+            stream_idle_timeout: std::time::Duration::from_secs(30),
+            default_max_tokens: 1024,
         })
     };
     let demos: Vec<(&str, &str, Option<ProviderConfig>)> = vec![
-        ("openai", "demo-openai", provider("demo-openai", ProviderKind::OpenAiCompatible, &format!("{url}/v1"))),
-        ("anthropic", "demo-anthropic", provider("demo-anthropic", ProviderKind::Anthropic, url)),
-        ("gemini", "demo-gemini", provider("demo-gemini", ProviderKind::Gemini, url)),
+        (
+            "openai",
+            "demo-openai",
+            provider(
+                "demo-openai",
+                ProviderKind::OpenAiCompatible,
+                &format!("{url}/v1"),
+            ),
+        ),
+        (
+            "anthropic",
+            "demo-anthropic",
+            provider("demo-anthropic", ProviderKind::Anthropic, url),
+        ),
+        (
+            "gemini",
+            "demo-gemini",
+            provider("demo-gemini", ProviderKind::Gemini, url),
+        ),
     ];
     for (catalog_name, demo_name, p) in demos {
         let Some(p) = p else { continue };

@@ -1,6 +1,8 @@
 //! Bad input and authentication tables (test-matrix I1-I10, Z1, Z2, Z7, Z8): each case gets a
 //! clear OpenAI-shaped error with the right status, and the upstream is never called.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -10,8 +12,14 @@ async fn expect_error(gw: &Gw, req: reqwest::RequestBuilder, status: u16, what: 
     let r = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(r.status().as_u16(), status, "{what}");
     let text = r.text().await.unwrap();
-    let b: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
-    assert!(b["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {b}");
+    let b: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}: {b}"
+    );
     assert!(b["error"]["type"].is_string(), "{what}: {b}");
     assert_eq!(gw.mock.call_count(), 0, "{what}: the upstream was called");
     b
@@ -66,24 +74,52 @@ async fn bad_bodies_are_400_without_an_upstream_call() {
     // Every one of them has its ledger row.
     let rows = gw.rows().await;
     assert_eq!(rows.len(), 26);
-    assert!(rows.iter().all(|r| r.outcome == "error" && r.cost_micros == Some(0)));
+    assert!(
+        rows.iter()
+            .all(|r| r.outcome == "error" && r.cost_micros == Some(0))
+    );
 }
 
 #[tokio::test]
 async fn routing_and_credential_fields_are_rejected() {
     // I6 (CVE-2024-6587): the client never picks the upstream host or its credentials.
     let gw = start_gw().await;
-    for field in ["api_base", "base_url", "api_key", "custom_host", "headers", "extra_headers", "organization", "api_version", "azure_endpoint", "aws_secret_access_key", "vertex_credentials", "anthropic_api_key"] {
+    for field in [
+        "api_base",
+        "base_url",
+        "api_key",
+        "custom_host",
+        "headers",
+        "extra_headers",
+        "organization",
+        "api_version",
+        "azure_endpoint",
+        "aws_secret_access_key",
+        "vertex_credentials",
+        "anthropic_api_key",
+    ] {
         let mut body = json!({"model": "gpt-4o-mini", "messages": user("x")});
         body[field] = json!("http://169.254.169.254/");
-        let b = expect_error(&gw, gw.post("/v1/chat/completions").body(body.to_string()), 400, field).await;
+        let b = expect_error(
+            &gw,
+            gw.post("/v1/chat/completions").body(body.to_string()),
+            400,
+            field,
+        )
+        .await;
         assert_eq!(b["error"]["code"], "caller_forbidden_field");
         assert_eq!(b["error"]["param"], field);
     }
     // Odd field names that could be smuggled into forwarding are refused too.
     let mut body = json!({"model": "gpt-4o-mini", "messages": user("x")});
     body["X-Evil\r\nHeader"] = json!(1);
-    expect_error(&gw, gw.post("/v1/chat/completions").body(body.to_string()), 400, "header-like field").await;
+    expect_error(
+        &gw,
+        gw.post("/v1/chat/completions").body(body.to_string()),
+        400,
+        "header-like field",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -92,12 +128,29 @@ async fn body_limit_declared_and_chunked() {
     let gw = start_gw().await;
     let big = "x".repeat(100_000);
     let body = json!({"model": "gpt-4o-mini", "messages": user(&big)}).to_string();
-    let b = expect_error(&gw, gw.post("/v1/chat/completions").body(body.clone()), 413, "declared").await;
+    let b = expect_error(
+        &gw,
+        gw.post("/v1/chat/completions").body(body.clone()),
+        413,
+        "declared",
+    )
+    .await;
     assert_eq!(b["error"]["code"], "caller_body_too_large");
     // Chunked, no Content-Length.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.into_bytes().chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
+        .into_bytes()
+        .chunks(8192)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
     let stream = futures_util::stream::iter(chunks);
-    expect_error(&gw, gw.post("/v1/chat/completions").body(reqwest::Body::wrap_stream(stream)), 413, "chunked").await;
+    expect_error(
+        &gw,
+        gw.post("/v1/chat/completions")
+            .body(reqwest::Body::wrap_stream(stream)),
+        413,
+        "chunked",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -106,20 +159,49 @@ async fn authentication_table() {
     let gw = start_gw().await;
     let url = format!("{}/v1/chat/completions", gw.url);
     let body = json!({"model": "gpt-4o-mini", "messages": user("x")}).to_string();
-    let base = || gw.http.post(&url).header("content-type", "application/json").body(body.clone());
+    let base = || {
+        gw.http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+    };
     let long = "k".repeat(60_000);
     let near = format!("{}x", &MASTER[..MASTER.len() - 1]);
     let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
         ("missing", base()),
         ("empty", base().header("authorization", "")),
-        ("bearer without token", base().header("authorization", "Bearer")),
+        (
+            "bearer without token",
+            base().header("authorization", "Bearer"),
+        ),
         ("bearer space", base().header("authorization", "Bearer ")),
-        ("basic", base().header("authorization", format!("Basic {MASTER}"))),
-        ("sql injection", base().header("authorization", "Bearer ' OR '1'='1")),
-        ("non-ascii", base().header("authorization", reqwest::header::HeaderValue::from_bytes("Bearer kéy".as_bytes()).unwrap())),
-        ("long key", base().header("authorization", format!("Bearer {long}"))),
-        ("shared prefix", base().header("authorization", format!("Bearer {near}"))),
-        ("master as x-api-key prefix", base().header("x-api-key", &MASTER[..20])),
+        (
+            "basic",
+            base().header("authorization", format!("Basic {MASTER}")),
+        ),
+        (
+            "sql injection",
+            base().header("authorization", "Bearer ' OR '1'='1"),
+        ),
+        (
+            "non-ascii",
+            base().header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes("Bearer kéy".as_bytes()).unwrap(),
+            ),
+        ),
+        (
+            "long key",
+            base().header("authorization", format!("Bearer {long}")),
+        ),
+        (
+            "shared prefix",
+            base().header("authorization", format!("Bearer {near}")),
+        ),
+        (
+            "master as x-api-key prefix",
+            base().header("x-api-key", &MASTER[..20]),
+        ),
     ];
     let mut bodies = std::collections::HashSet::new();
     for (what, req) in cases {
@@ -155,11 +237,21 @@ async fn oversized_headers_get_431() {
 #[tokio::test]
 async fn unknown_routes_and_methods() {
     let gw = start_gw().await;
-    let r = gw.http.get(format!("{}/v1/nope", gw.url)).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/v1/nope", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let b: Value = r.json().await.unwrap();
     assert!(b["error"]["message"].is_string());
-    let r = gw.http.get(format!("{}/v1/chat/completions", gw.url)).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/v1/chat/completions", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
 }
 
@@ -169,9 +261,13 @@ async fn canary_secrets_never_leave_their_place() {
     // header; no secret in the ledger.
     let gw = start_gw().await;
     for model in ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"] {
-        let r = gw.chat(json!({"model": model, "messages": user("x")})).await;
+        let r = gw
+            .chat(json!({"model": model, "messages": user("x")}))
+            .await;
         assert_eq!(r.status(), 200, "{model}");
-        let r = gw.chat(json!({"model": model, "messages": user("x"), "stream": true})).await;
+        let r = gw
+            .chat(json!({"model": model, "messages": user("x"), "stream": true}))
+            .await;
         assert_eq!(r.status(), 200, "{model}");
         sse_events(r).await;
     }
@@ -179,7 +275,11 @@ async fn canary_secrets_never_leave_their_place() {
     assert_eq!(reqs.len(), 6);
     for req in &reqs {
         let all = format!("{:?} {} {:?}", req.headers, req.body, req.query);
-        assert!(!all.contains(MASTER), "master key sent upstream: {}", req.path);
+        assert!(
+            !all.contains(MASTER),
+            "master key sent upstream: {}",
+            req.path
+        );
         assert!(!req.key_in_query, "key in URL: {}", req.path);
         let own = if req.path.contains("/v1beta/") {
             GEMINI_KEY
@@ -191,7 +291,11 @@ async fn canary_secrets_never_leave_their_place() {
         for k in [OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY] {
             assert_eq!(all.contains(k), k == own, "{k} vs {}", req.path);
         }
-        assert!(req.headers.iter().all(|(n, _)| !n.eq_ignore_ascii_case("cookie")));
+        assert!(
+            req.headers
+                .iter()
+                .all(|(n, _)| !n.eq_ignore_ascii_case("cookie"))
+        );
     }
     let rows = gw.rows().await;
     let dump = format!("{rows:?}");

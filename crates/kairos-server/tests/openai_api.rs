@@ -1,5 +1,7 @@
 //! The OpenAI-shaped API end to end: gateway and mock upstream on port 0.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -20,9 +22,18 @@ async fn chat_non_stream_headers_body_and_ledger() {
     let cost: f64 = h["x-kairos-cost-usd"].to_str().unwrap().parse().unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
-    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().len() > 5);
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 5
+    );
     let usage = &body["usage"];
-    let (p, c) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
+    let (p, c) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
     // gpt-4o-mini: $0.15 / $0.60 per 1M tokens.
     let expect_micros = ((p * 150_000 + c * 600_000) as f64 / 1e6).round();
     assert_eq!((cost * 1e6).round(), expect_micros);
@@ -46,7 +57,13 @@ async fn chat_non_stream_headers_body_and_ledger() {
     let billed = gw.mock.ledger();
     assert_eq!(billed.len(), 1);
     assert_eq!(billed[0].request_id.as_deref(), Some(id.as_str()));
-    assert_eq!((billed[0].prompt_tokens as u64, billed[0].completion_tokens as u64), (p, c));
+    assert_eq!(
+        (
+            billed[0].prompt_tokens as u64,
+            billed[0].completion_tokens as u64
+        ),
+        (p, c)
+    );
 }
 
 #[tokio::test]
@@ -89,7 +106,10 @@ async fn stream_with_usage_ends_with_usage_and_done() {
     let id = request_id(&r);
     let ev = sse_events(r).await;
     assert_eq!(ev.last().unwrap().data, "[DONE]");
-    let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+    let chunks: Vec<Value> = ev[..ev.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let usage_chunk = chunks.last().unwrap();
     assert_eq!(usage_chunk["choices"], json!([]));
@@ -103,8 +123,14 @@ async fn stream_with_usage_ends_with_usage_and_done() {
     assert_eq!(row.outcome, "ok");
     assert!(row.stream);
     assert!(row.ttft_us.is_some());
-    assert_eq!(row.output_tokens as u64, u["completion_tokens"].as_u64().unwrap());
-    assert_eq!(row.cost_micros.unwrap() as f64, (u["cost"].as_f64().unwrap() * 1e6).round());
+    assert_eq!(
+        row.output_tokens as u64,
+        u["completion_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(
+        row.cost_micros.unwrap() as f64,
+        (u["cost"].as_f64().unwrap() * 1e6).round()
+    );
     assert!(!text.is_empty());
     // We asked the upstream for usage on the caller's behalf.
     let sent: Value = serde_json::from_str(&gw.mock.requests()[0].body).unwrap();
@@ -114,7 +140,9 @@ async fn stream_with_usage_ends_with_usage_and_done() {
 #[tokio::test]
 async fn stream_without_include_usage_strips_the_usage_chunk_but_bills() {
     let gw = start_gw().await;
-    let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("hi"), "stream": true})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("hi"), "stream": true}))
+        .await;
     let id = request_id(&r);
     let ev = sse_events(r).await;
     assert_eq!(ev.last().unwrap().data, "[DONE]");
@@ -126,9 +154,14 @@ async fn stream_without_include_usage_strips_the_usage_chunk_but_bills() {
     assert_eq!(row.usage_source, "provider");
     assert!(row.cost_micros.unwrap() > 0);
     // Stream and non-stream of the same prompt cost the same (A5).
-    let r2 = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("hi")})).await;
+    let r2 = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("hi")}))
+        .await;
     let row2 = gw.row(&request_id(&r2)).await;
-    assert_eq!((row.input_tokens, row.output_tokens, row.cost_micros), (row2.input_tokens, row2.output_tokens, row2.cost_micros));
+    assert_eq!(
+        (row.input_tokens, row.output_tokens, row.cost_micros),
+        (row2.input_tokens, row2.output_tokens, row2.cost_micros)
+    );
 }
 
 #[tokio::test]
@@ -140,11 +173,16 @@ async fn cut_stream_ends_with_an_error_event_and_no_done() {
         stream_fault: Some(StreamFault::CutAfter(3)),
         ..Default::default()
     });
-    let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("long answer"), "stream": true})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("long answer"), "stream": true}))
+        .await;
     assert_eq!(r.status(), 200);
     let id = request_id(&r);
     let ev = sse_events(r).await;
-    assert!(ev.iter().all(|e| e.data != "[DONE]"), "a cut stream ended with [DONE]");
+    assert!(
+        ev.iter().all(|e| e.data != "[DONE]"),
+        "a cut stream ended with [DONE]"
+    );
     let last: Value = serde_json::from_str(&ev.last().unwrap().data).unwrap();
     assert_eq!(last["error"]["code"], "upstream_cut", "{last}");
     let row = gw.row(&id).await;
@@ -166,7 +204,9 @@ async fn stalled_stream_times_out_with_an_error_event() {
         stream_fault: Some(StreamFault::StallAfter(2)),
         ..Default::default()
     });
-    let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true}))
+        .await;
     let id = request_id(&r);
     let ev = sse_events(r).await;
     assert!(ev.iter().all(|e| e.data != "[DONE]"));
@@ -184,7 +224,9 @@ async fn error_before_the_first_chunk_is_a_plain_http_error() {
         retry_after: Some("3".into()),
         ..Default::default()
     });
-    let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true}))
+        .await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "3");
     assert_eq!(r.headers()["x-kairos-error-source"], "provider");
@@ -195,7 +237,9 @@ async fn error_before_the_first_chunk_is_a_plain_http_error() {
         stream_fault: Some(StreamFault::ErrorEventAfter(0)),
         ..Default::default()
     });
-    let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true}))
+        .await;
     assert!(r.status().is_server_error(), "{}", r.status());
 }
 
@@ -206,7 +250,12 @@ async fn upstream_error_mapping_table() {
     let cases = [
         (429, None, 429, "rate_limit_exceeded"),
         (429, Some("insufficient_quota"), 429, "insufficient_quota"),
-        (400, Some("context_length_exceeded"), 400, "context_length_exceeded"),
+        (
+            400,
+            Some("context_length_exceeded"),
+            400,
+            "context_length_exceeded",
+        ),
         (400, None, 400, "provider_bad_request"),
         (401, None, 502, "provider_auth"),
         (404, None, 502, "provider_not_found"),
@@ -217,10 +266,14 @@ async fn upstream_error_mapping_table() {
         gw.mock.push(Behavior {
             status,
             error_type: et.map(str::to_owned),
-            error_message: Some(format!("boom with key {OPENAI_KEY} at https://internal.example/x")),
+            error_message: Some(format!(
+                "boom with key {OPENAI_KEY} at https://internal.example/x"
+            )),
             ..Default::default()
         });
-        let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("x")})).await;
+        let r = gw
+            .chat(json!({"model": "gpt-4o-mini", "messages": user("x")}))
+            .await;
         assert_eq!(r.status(), expect, "case {status} {et:?}");
         let id = request_id(&r);
         let text = r.text().await.unwrap();
@@ -231,7 +284,10 @@ async fn upstream_error_mapping_table() {
         let row = gw.row(&id).await;
         assert_eq!(row.status_code, i32::from(expect));
         assert_eq!(row.outcome, "error");
-        assert_eq!(row.cost_micros, None, "an upstream error may not be known free");
+        assert_eq!(
+            row.cost_micros, None,
+            "an upstream error may not be known free"
+        );
         // Exactly one upstream call per request: nothing is retried in the core.
         assert_eq!(gw.mock.call_count(), i + 1);
     }
@@ -244,7 +300,9 @@ async fn malformed_upstream_body_is_a_502() {
         malformed_body: true,
         ..Default::default()
     });
-    let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("x")})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("x")}))
+        .await;
     assert_eq!(r.status(), 502);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["code"], "upstream_invalid_response");
@@ -258,7 +316,9 @@ async fn redirects_are_never_followed() {
         redirect_to: Some("http://169.254.169.254/latest/meta-data".into()),
         ..Default::default()
     });
-    let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("x")})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("x")}))
+        .await;
     assert!(r.status().is_server_error());
     assert_eq!(gw.mock.call_count(), 1);
 }
@@ -274,7 +334,9 @@ async fn connection_refused_is_fast_and_free() {
     );
     let gw = start_with(&extra, MockConfig::default()).await;
     let t = std::time::Instant::now();
-    let r = gw.chat(json!({"model": "dead-model", "messages": user("x")})).await;
+    let r = gw
+        .chat(json!({"model": "dead-model", "messages": user("x")}))
+        .await;
     assert!(t.elapsed() < std::time::Duration::from_secs(2));
     assert_eq!(r.status(), 502);
     let id = request_id(&r);
@@ -295,7 +357,9 @@ async fn usage_absent_is_estimated_and_zero_stays_zero() {
         usage: UsageMode::Absent,
         ..Default::default()
     });
-    let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("how many tokens is this")})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("how many tokens is this")}))
+        .await;
     assert_eq!(r.status(), 200);
     let row = gw.row(&request_id(&r)).await;
     assert_eq!(row.usage_source, "estimated");
@@ -306,10 +370,15 @@ async fn usage_absent_is_estimated_and_zero_stays_zero() {
         usage: UsageMode::Zero,
         ..Default::default()
     });
-    let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("x")})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("x")}))
+        .await;
     let row = gw.row(&request_id(&r)).await;
     assert_eq!(row.usage_source, "provider");
-    assert_eq!((row.input_tokens, row.output_tokens, row.cost_micros), (0, 0, Some(0)));
+    assert_eq!(
+        (row.input_tokens, row.output_tokens, row.cost_micros),
+        (0, 0, Some(0))
+    );
 }
 
 #[tokio::test]
@@ -321,12 +390,18 @@ async fn multibyte_characters_split_across_reads_are_reassembled() {
         text: Some("héllo wörld 😀 ✓".into()),
         ..Default::default()
     });
-    let r = gw.chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true}))
+        .await;
     let ev = sse_events(r).await;
     let text: String = ev[..ev.len() - 1]
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect();
     assert_eq!(text, "héllo wörld 😀 ✓");
 }
@@ -380,7 +455,8 @@ async fn json_mode_and_extra_fields_are_forwarded_to_openai_compatible_upstreams
     assert_eq!(r.status(), 200);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["choices"].as_array().unwrap().len(), 2);
-    serde_json::from_str::<Value>(b["choices"][0]["message"]["content"].as_str().unwrap()).expect("json content");
+    serde_json::from_str::<Value>(b["choices"][0]["message"]["content"].as_str().unwrap())
+        .expect("json content");
     let sent: Value = serde_json::from_str(&gw.mock.requests()[0].body).unwrap();
     assert_eq!(sent["top_k"], 4);
     assert_eq!(sent["seed"], 7);
@@ -391,17 +467,44 @@ async fn json_mode_and_extra_fields_are_forwarded_to_openai_compatible_upstreams
 #[tokio::test]
 async fn models_and_embeddings() {
     let gw = start_gw().await;
-    let r = gw.http.get(format!("{}/v1/models", gw.url)).bearer_auth(MASTER).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/v1/models", gw.url))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["object"], "list");
-    let ids: Vec<&str> = b["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert!(ids.len() >= 40, "{}", ids.len()); // the catalog models of the three configured providers
-    for want in ["gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash", "text-embedding-3-small"] {
+    for want in [
+        "gpt-4o-mini",
+        "claude-sonnet-4-5",
+        "gemini-2.5-flash",
+        "text-embedding-3-small",
+    ] {
         assert!(ids.contains(&want), "{want} missing");
     }
-    let r = gw.http.get(format!("{}/v1/models/gpt-4o", gw.url)).bearer_auth(MASTER).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/v1/models/gpt-4o", gw.url))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = gw.http.get(format!("{}/v1/models", gw.url)).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/v1/models", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     for fmt in ["float", "base64"] {
@@ -437,9 +540,19 @@ async fn models_and_embeddings() {
 #[tokio::test]
 async fn healthz_and_readyz() {
     let gw = start_gw().await;
-    let r = gw.http.get(format!("{}/healthz", gw.url)).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/healthz", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = gw.http.get(format!("{}/readyz", gw.url)).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/readyz", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["store"], "sqlite");

@@ -476,11 +476,15 @@ impl Store {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
-            return Err(StoreError::Config(format!("invalid schema name `{schema}`")));
+            return Err(StoreError::Config(format!(
+                "invalid schema name `{schema}`"
+            )));
         }
         let mut conn = sqlx::PgConnection::connect(url).await?;
-        conn.execute(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-            .await?;
+        conn.execute(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .await?;
         conn.close().await?;
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Test harness: the mock upstream and a gateway on port 0, configured through the same TOML
 //! path and startup code as `kairos serve`, with canary secrets as keys.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
@@ -56,7 +56,12 @@ pub async fn start_db(database_url: &str, mock_cfg: &mut MockConfig) -> Gw {
     start_inner("", "", mock_cfg, Some(database_url)).await
 }
 
-async fn start_inner(extra: &str, provider_extra: &str, mock_cfg: &mut MockConfig, db: Option<&str>) -> Gw {
+async fn start_inner(
+    extra: &str,
+    provider_extra: &str,
+    mock_cfg: &mut MockConfig,
+    db: Option<&str>,
+) -> Gw {
     mock_cfg.openai_key = Some(OPENAI_KEY.into());
     mock_cfg.anthropic_key = Some(ANTHROPIC_KEY.into());
     mock_cfg.gemini_key = Some(GEMINI_KEY.into());

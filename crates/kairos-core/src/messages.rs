@@ -1,0 +1,242 @@
+//! `POST /v1/messages`: Anthropic-shaped callers, to any provider.
+//!
+//! The request is translated to the canonical shape for routing. When the chosen model is
+//! served by an Anthropic upstream, the caller's own request goes there natively (re-serialised
+//! with the upstream model id, everything else untouched: `cache_control`, thinking, server tools)
+//! and the answer comes back byte for byte; otherwise the canonical request is dispatched like a
+//! chat request and the server encodes the canonical answer in the Anthropic shape.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kairos_api::anthropic::MessagesRequest;
+use kairos_providers::adapter::ApiKind;
+use kairos_providers::anthropic::{
+    AnthropicAdapter, messages_to_chat, messages_to_chat_for_routing, native_response_usage,
+};
+use kairos_providers::client::read_body;
+
+use crate::catalog::ModelMode;
+use crate::error::{ClientError, GatewayError, UpstreamFailure};
+use crate::gateway::{Gateway, Resolved};
+use crate::pipeline::{ChatReply, ReplyMeta};
+use crate::record::{PromptSource, Recorder, Tokens};
+use crate::stream::{EventReader, NativeStream};
+
+pub enum MessagesReply {
+    /// A canonical reply (non-Anthropic upstream): encode it in the Anthropic shape.
+    Translated(ChatReply),
+    /// The Anthropic upstream's own response body, with its cost known.
+    NativeComplete(Bytes, ReplyMeta),
+    NativeStream(Box<NativeStream>, ReplyMeta),
+}
+
+const FORBIDDEN: &[&str] = &[
+    "api_base",
+    "base_url",
+    "api_key",
+    "custom_host",
+    "headers",
+    "extra_headers",
+    "organization",
+    "api_version",
+    "endpoint",
+    "url",
+    "host",
+    "proxy",
+    "credentials",
+    "authorization",
+];
+
+fn validate(req: &MessagesRequest) -> Result<(), GatewayError> {
+    if req.model.is_empty() || req.model.len() > 256 {
+        return Err(GatewayError::invalid("`model` is required", Some("model")));
+    }
+    if req.messages.is_empty() {
+        return Err(GatewayError::invalid(
+            "`messages` must contain at least one message",
+            Some("messages"),
+        ));
+    }
+    if req.messages.len() > crate::pipeline::MAX_MESSAGES {
+        return Err(GatewayError::invalid("too many messages", Some("messages")));
+    }
+    if req.max_tokens == 0 || req.max_tokens > crate::pipeline::MAX_OUTPUT_TOKENS {
+        return Err(GatewayError::invalid(
+            "`max_tokens` must be at least 1",
+            Some("max_tokens"),
+        ));
+    }
+    if req
+        .tools
+        .as_ref()
+        .is_some_and(|t| t.len() > crate::pipeline::MAX_TOOLS)
+    {
+        return Err(GatewayError::invalid("too many tools", Some("tools")));
+    }
+    for (name, v, hi) in [
+        ("temperature", req.temperature, 1.0),
+        ("top_p", req.top_p, 1.0),
+    ] {
+        if let Some(x) = v
+            && !(x.is_finite() && (0.0..=hi).contains(&x))
+        {
+            return Err(GatewayError::invalid(
+                format!("`{name}` must be between 0 and {hi}"),
+                Some(name),
+            ));
+        }
+    }
+    for k in req.extra.keys() {
+        let lower = k.to_ascii_lowercase();
+        if FORBIDDEN.contains(&lower.as_str())
+            || lower.ends_with("_api_key")
+            || lower.starts_with("aws_")
+        {
+            return Err(GatewayError::Client(ClientError::ForbiddenField {
+                field: crate::pipeline::clip(k, 64),
+            }));
+        }
+    }
+    Ok(())
+}
+
+impl Gateway {
+    /// Stages 3-9 for an Anthropic-shaped request. `beta` is the caller's `anthropic-beta`
+    /// header, forwarded to Anthropic upstreams only.
+    pub async fn messages(
+        &self,
+        mut rec: Recorder,
+        req: MessagesRequest,
+        beta: Option<String>,
+    ) -> Result<MessagesReply, GatewayError> {
+        rec.set_requested(&req.model, req.is_stream());
+        if let Some(u) = req.metadata.as_ref().and_then(|m| m.user_id.clone()) {
+            rec.set_end_user(Some(u));
+        }
+        let prepared = async {
+            validate(&req)?;
+            let r = self.resolve(&req.model, ModelMode::Chat)?;
+            rec.set_served(&r.provider.name, &r.entry.id, r.entry.price);
+            Ok::<Resolved, GatewayError>(r)
+        }
+        .await;
+        let r = match prepared {
+            Ok(r) => r,
+            Err(e) => {
+                rec.finish_err(&e);
+                return Err(e);
+            }
+        };
+        if r.provider.api() == ApiKind::Anthropic {
+            rec.set_prompt(PromptSource::Chat(Arc::new(messages_to_chat_for_routing(
+                &req,
+            ))));
+            return match self.native(&mut rec, &req, &r, beta.as_deref()).await {
+                Ok(MessagesReply::NativeStream(mut s, meta)) => {
+                    s.rec = Some(rec);
+                    Ok(MessagesReply::NativeStream(s, meta))
+                }
+                Ok(other) => {
+                    rec.finish_ok(200);
+                    Ok(other)
+                }
+                Err(e) => {
+                    rec.finish_err(&e);
+                    Err(e)
+                }
+            };
+        }
+        let ir = match messages_to_chat(&req) {
+            Ok(ir) => ir,
+            Err(e) => {
+                let e = GatewayError::invalid(e.message, e.param.as_deref());
+                rec.finish_err(&e);
+                return Err(e);
+            }
+        };
+        // The canonical request keeps the caller's model name: `chat` resolves it again
+        // (cheap) and records everything like any chat request.
+        self.chat(rec, ir).await.map(MessagesReply::Translated)
+    }
+
+    async fn native(
+        &self,
+        rec: &mut Recorder,
+        req: &MessagesRequest,
+        r: &Resolved,
+        beta: Option<&str>,
+    ) -> Result<MessagesReply, GatewayError> {
+        let t = crate::pipeline::target(r);
+        let up = AnthropicAdapter
+            .native_request(req, &t, beta)
+            .map_err(|e| GatewayError::invalid(e.message, e.param.as_deref()))?;
+        let headers = r.provider.outbound_headers(rec.id());
+        let deadline = Instant::now() + self.limits.request_timeout;
+        rec.upstream_start();
+        let resp = self
+            .client
+            .send(
+                &r.provider.base_url,
+                up,
+                &headers,
+                r.provider.ttfb_timeout.min(self.limits.request_timeout),
+            )
+            .await
+            .map_err(|e| GatewayError::from_send(&r.provider.name, e))?;
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        let mut meta = ReplyMeta {
+            request_id: rec.id().to_owned(),
+            provider: r.provider.name.clone(),
+            model: r.entry.id.clone(),
+            cost_micros: None,
+            dropped_params: Vec::new(),
+            attempts: 1,
+        };
+        if !(200..300).contains(&status) {
+            let body = read_body(body, 64 * 1024, r.provider.stream_idle_timeout)
+                .await
+                .unwrap_or_default();
+            rec.upstream_end();
+            let e = r
+                .provider
+                .adapter
+                .upstream_error(status, &parts.headers, &body);
+            return Err(GatewayError::Upstream(UpstreamFailure::Status(e)));
+        }
+        if req.is_stream() {
+            let reader = EventReader::new(
+                body,
+                &r.provider.name,
+                r.provider.stream_idle_timeout,
+                deadline,
+            );
+            let mut s = NativeStream::new(reader);
+            s.prime(rec).await?;
+            return Ok(MessagesReply::NativeStream(Box::new(s), meta));
+        }
+        let body = read_body(
+            body,
+            self.limits.max_response_bytes,
+            r.provider.ttfb_timeout,
+        )
+        .await
+        .map_err(|e| GatewayError::from_body(&r.provider.name, e))?;
+        rec.upstream_end();
+        let msg = native_response_usage(&body)
+            .map_err(|e| GatewayError::from_decode(&r.provider.name, e))?;
+        let ir = kairos_providers::anthropic::message_to_chat(&msg);
+        for c in &ir.choices {
+            if let Some(text) = &c.message.content {
+                rec.add_output_text(text);
+            }
+        }
+        if let Some(u) = &ir.usage {
+            rec.set_usage(Tokens::from_usage(u));
+            meta.cost_micros = rec.provider_cost_micros();
+        }
+        Ok(MessagesReply::NativeComplete(body, meta))
+    }
+}
