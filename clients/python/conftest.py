@@ -222,14 +222,15 @@ class Servers:
 
 
 _SERVERS: Servers | None = None
+_WORKDIR: Path | None = None
 _FAILED = False
 
 
 @pytest.fixture(scope="session")
 def servers() -> Servers:
-    global _SERVERS
+    global _SERVERS, _WORKDIR
     binary = str(kairos_bin())
-    workdir = Path(tempfile.mkdtemp(prefix="kairos-pytest-"))
+    workdir = _WORKDIR = Path(tempfile.mkdtemp(prefix="kairos-pytest-"))
     mock = start_with_retry(
         "mock",
         lambda port: [binary, "mock-upstream", "--listen", f"127.0.0.1:{port}", "--record"],
@@ -347,8 +348,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    if _FAILED:
+    if _FAILED and _WORKDIR is not None:
         terminalreporter.write_line(
-            "kairos: full gateway/mock logs and config are kept in the kairos-pytest-* directory "
-            f"under {tempfile.gettempdir()}",
+            f"kairos: the full gateway and mock logs and the gateway config are kept in {_WORKDIR}"
         )

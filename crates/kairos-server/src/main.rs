@@ -217,10 +217,15 @@ async fn serve(config: Option<PathBuf>, demo: bool) -> ExitCode {
         }
     };
     init_tracing(&cfg.logging.level, cfg.logging.json);
-    if cfg.providers.is_empty() && !demo {
-        tracing::warn!(
-            "no provider configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, ... or pass --config; `kairos serve --demo` runs with a built-in demo upstream"
+    // Zero-config first run: no config file and no provider key -> the demo upstream, so that a
+    // new user sees the whole product at once.
+    let demo = demo || (config.is_none() && cfg.providers.is_empty());
+    if demo && cfg.providers.is_empty() {
+        tracing::info!(
+            "no provider key set (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, ...): serving demo models from the built-in demo upstream"
         );
+    } else if cfg.providers.is_empty() {
+        tracing::warn!("no provider configured in the config file");
     }
     let mut running = match start(cfg, StartOptions { demo }).await {
         Ok(r) => r,
