@@ -24,12 +24,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
@@ -141,7 +140,13 @@ def wait_ready(proc: Proc, path: str) -> None:
     raise RuntimeError(f"{proc.name} not ready after {STARTUP_TIMEOUT_S}s ({last_err}):\n{proc.log_text()}")
 
 
-def start_with_retry(name: str, make_args, env_for, workdir: Path, health: str) -> Proc:
+def start_with_retry(
+    name: str,
+    make_args: Callable[[int], list[str]],
+    env_for: Callable[[int], dict[str, str]],
+    workdir: Path,
+    health: str,
+) -> Proc:
     """Start a server on a free port. Between choosing the port and the child binding it another
     process may take it: then the child exits at once, and we try again on another port."""
     errors = []
@@ -174,7 +179,7 @@ data_dir = "{data_dir}"
 master_key = "env:KAIROS_MASTER_KEY"
 
 [logging]
-level = "info"
+level = "info,kairos_server=debug,kairos_core=debug,kairos_providers=debug"
 
 [providers.openai]
 kind = "openai"
@@ -227,7 +232,7 @@ _FAILED = False
 
 
 @pytest.fixture(scope="session")
-def servers() -> Servers:
+def servers() -> Iterator[Servers]:
     global _SERVERS, _WORKDIR
     binary = str(kairos_bin())
     workdir = _WORKDIR = Path(tempfile.mkdtemp(prefix="kairos-pytest-"))
@@ -299,7 +304,7 @@ class Mock:
 
 
 @pytest.fixture(scope="session")
-def mock_api(servers: Servers) -> Mock:
+def mock_api(servers: Servers) -> Iterator[Mock]:
     m = Mock(servers.mock.url)
     yield m
     m.http.close()
@@ -323,7 +328,7 @@ def gw(servers: Servers) -> str:
 
 
 @pytest.fixture
-def http(gw: str) -> httpx.Client:
+def http(gw: str) -> Iterator[httpx.Client]:
     """A raw HTTP client on the gateway (for what the SDKs will not send)."""
     with httpx.Client(base_url=gw, timeout=30.0, trust_env=False) as c:
         yield c
