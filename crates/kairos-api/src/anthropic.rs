@@ -446,8 +446,9 @@ pub struct Message {
     pub stop_reason: Option<StopReason>,
     #[serde(default)]
     pub stop_sequence: Option<String>,
-    #[serde(default)]
-    pub usage: Usage,
+    /// Absent when the upstream reported no usage (kept distinct from an explicit zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -556,8 +557,9 @@ pub enum StreamEvent {
     },
     MessageDelta {
         delta: MessageDelta,
-        #[serde(default)]
-        usage: DeltaUsage,
+        /// Absent when the upstream reported no usage.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<DeltaUsage>,
     },
     MessageStop,
     Ping,

@@ -23,7 +23,8 @@ pub struct ChatCompletionRequest {
     #[serde(skip_serializing)]
     pub model: String,
     pub messages: Vec<ChatMessage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not serialised: the adapter writes `stream` from its own argument.
+    #[serde(default, skip_serializing)]
     pub stream: Option<bool>,
     /// Not serialised, for the same reason as `model`: adapters decide (they always ask an
     /// OpenAI-compatible upstream for usage).

@@ -311,8 +311,15 @@ impl NativeStream {
             .on_event(&ev)
             .map_err(|e| GatewayError::from_decode(self.reader.provider(), e))?;
         if ev.event.as_deref() == Some("content_block_delta") {
+            // The observer skips parsing deltas (the hot event); parse here, and never
+            // forward one that is not valid JSON.
+            if !collect_delta_text(&ev.data, rec) {
+                return Err(GatewayError::Upstream(UpstreamFailure::InvalidResponse {
+                    provider: self.reader.provider().to_owned(),
+                    detail: "a content_block_delta event is not valid JSON".into(),
+                }));
+            }
             rec.first_token();
-            collect_delta_text(&ev.data, rec);
         }
         if ev.event.as_deref() == Some("message_delta") && self.observer.has_usage() {
             // message_delta carries the final output count: from here the provider's numbers
@@ -393,8 +400,9 @@ impl NativeStream {
     }
 }
 
-/// Visible text of a `content_block_delta` (for estimates should the stream be cut).
-fn collect_delta_text(data: &str, rec: &mut Recorder) {
+/// Visible text of a `content_block_delta` (for estimates should the stream be cut). False when
+/// the event is not valid JSON.
+fn collect_delta_text(data: &str, rec: &mut Recorder) -> bool {
     #[derive(serde::Deserialize)]
     struct Ev<'a> {
         #[serde(borrow)]
@@ -409,9 +417,14 @@ fn collect_delta_text(data: &str, rec: &mut Recorder) {
         #[serde(borrow, default)]
         thinking: Option<std::borrow::Cow<'a, str>>,
     }
-    if let Ok(Ev { delta: Some(d) }) = serde_json::from_str::<Ev<'_>>(data) {
-        for t in [d.text, d.partial_json, d.thinking].into_iter().flatten() {
-            rec.add_output_text(&t);
+    match serde_json::from_str::<Ev<'_>>(data) {
+        Ok(Ev { delta: Some(d) }) => {
+            for t in [d.text, d.partial_json, d.thinking].into_iter().flatten() {
+                rec.add_output_text(&t);
+            }
+            true
         }
+        Ok(Ev { delta: None }) => true,
+        Err(_) => false,
     }
 }

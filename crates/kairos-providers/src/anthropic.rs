@@ -882,7 +882,7 @@ pub fn message_to_chat(msg: &wire::Message) -> ChatCompletion {
             finish_reason: msg.stop_reason.as_ref().map(stop_reason_to_finish),
             logprobs: None,
         }],
-        usage: Some(usage_to_ir(&msg.usage)),
+        usage: msg.usage.as_ref().map(usage_to_ir),
         service_tier: None,
         system_fingerprint: None,
     }
@@ -990,7 +990,11 @@ pub fn anthropic_error(status: u16, headers: &HeaderMap, body: &[u8]) -> Upstrea
     let message = message.unwrap_or_default();
     UpstreamError {
         status,
-        kind: classify(status, kind.as_deref(), code.as_deref(), &message),
+        // 503/529 mean "overloaded" whatever type the body names (a generic `api_error`).
+        kind: match status {
+            503 | 529 => UpstreamErrorKind::Overloaded,
+            _ => classify(status, kind.as_deref(), code.as_deref(), &message),
+        },
         message: if message.is_empty() {
             "upstream error".to_owned()
         } else {
@@ -1028,6 +1032,8 @@ fn stream_error(detail: &wire::ErrorDetail) -> UpstreamError {
 /// Cumulative token counts of a stream, as `message_start` and `message_delta` report them.
 #[derive(Debug, Default, Clone)]
 struct UsageAcc {
+    /// The upstream reported usage at all (absent is not zero).
+    seen: bool,
     input: u64,
     output: u64,
     cache_creation: u64,
@@ -1037,6 +1043,7 @@ struct UsageAcc {
 
 impl UsageAcc {
     fn start(&mut self, u: &wire::Usage) {
+        self.seen = true;
         self.input = u.input_tokens;
         self.output = u.output_tokens;
         self.cache_creation = u.cache_creation_input_tokens.unwrap_or(0);
@@ -1047,6 +1054,7 @@ impl UsageAcc {
     /// `message_delta` counts are cumulative totals: they overwrite, and absent optional counts
     /// keep the `message_start` value (the SDK's `accumulate_event` does the same).
     fn delta(&mut self, u: &DeltaUsage) {
+        self.seen = true;
         self.output = u.output_tokens;
         if let Some(v) = u.input_tokens {
             self.input = v;
@@ -1154,7 +1162,9 @@ impl ChatStreamDecoder for AnthropicStreamDecoder {
                 if !message.model.is_empty() {
                     self.model = message.model;
                 }
-                self.usage.start(&message.usage);
+                if let Some(u) = &message.usage {
+                    self.usage.start(u);
+                }
                 out.push(self.chunk(
                     Delta {
                         role: Some(Role::Assistant),
@@ -1275,17 +1285,21 @@ impl ChatStreamDecoder for AnthropicStreamDecoder {
                 }
             }
             StreamEvent::MessageDelta { delta, usage } => {
-                self.usage.delta(&usage);
+                if let Some(u) = &usage {
+                    self.usage.delta(u);
+                }
                 if let Some(r) = delta.stop_reason.as_ref() {
                     out.push(self.chunk(Delta::default(), Some(stop_reason_to_finish(r))));
                 }
             }
             StreamEvent::MessageStop => {
-                out.push(ChatCompletionChunk {
-                    choices: Vec::new(),
-                    usage: Some(self.usage.to_ir()),
-                    ..self.chunk(Delta::default(), None)
-                });
+                if self.usage.seen {
+                    out.push(ChatCompletionChunk {
+                        choices: Vec::new(),
+                        usage: Some(self.usage.to_ir()),
+                        ..self.chunk(Delta::default(), None)
+                    });
+                }
                 self.done = true;
                 return Ok(StreamSignal::Done);
             }
@@ -1864,13 +1878,13 @@ pub fn chat_to_messages(resp: &ChatCompletion, model: &str) -> wire::Message {
             has_tools,
         )),
         stop_sequence: None,
-        usage: wire::Usage {
+        usage: Some(wire::Usage {
             input_tokens: input,
             output_tokens: output,
             cache_creation_input_tokens: Some(cache_write),
             cache_read_input_tokens: Some(cache_read),
             extra: Map::new(),
-        },
+        }),
         extra: Map::new(),
     }
 }
@@ -1983,13 +1997,13 @@ impl AnthropicStreamEncoder {
                 content: Vec::new(),
                 stop_reason: None,
                 stop_sequence: None,
-                usage: wire::Usage {
+                usage: Some(wire::Usage {
                     input_tokens: 0,
                     output_tokens: 0,
                     cache_creation_input_tokens: Some(0),
                     cache_read_input_tokens: Some(0),
                     extra: Map::new(),
-                },
+                }),
                 extra: Map::new(),
             },
         };
@@ -2152,13 +2166,13 @@ impl AnthropicStreamEncoder {
                 stop_sequence: None,
                 extra: Map::new(),
             },
-            usage: DeltaUsage {
+            usage: Some(DeltaUsage {
                 output_tokens: output,
                 input_tokens: Some(input),
                 cache_creation_input_tokens: Some(cache_write),
                 cache_read_input_tokens: Some(cache_read),
                 extra: Map::new(),
-            },
+            }),
         };
         Self::emit("message_delta", &ev, out);
         Self::emit("message_stop", &StreamEvent::MessageStop, out);
@@ -2225,8 +2239,10 @@ impl NativeStreamObserver {
             serde_json::from_str(&ev.data).map_err(|e| DecodeError::invalid("stream event", e))?;
         match parsed {
             StreamEvent::MessageStart { message } => {
-                self.usage.start(&message.usage);
-                self.saw_usage = true;
+                if let Some(u) = &message.usage {
+                    self.usage.start(u);
+                }
+                self.saw_usage = self.usage.seen;
             }
             StreamEvent::ContentBlockStart { content_block, .. } => {
                 let empty = match &content_block {
@@ -2240,8 +2256,10 @@ impl NativeStreamObserver {
             }
             StreamEvent::ContentBlockDelta { .. } => self.saw_content = true,
             StreamEvent::MessageDelta { delta, usage } => {
-                self.usage.delta(&usage);
-                self.saw_usage = true;
+                if let Some(u) = &usage {
+                    self.usage.delta(u);
+                }
+                self.saw_usage = self.usage.seen;
                 if delta.stop_reason.is_some() {
                     self.stop_reason = delta.stop_reason;
                 }
@@ -3079,6 +3097,14 @@ mod tests {
         assert!(chat.wants_usage_in_stream());
         assert_eq!(chat.reasoning_effort.as_deref(), Some("medium"));
         // The IR serialises without model and stream_options (adapters write those).
+        // Neither field is part of the canonical request's JSON (adapters write `stream`, and
+        // `reasoning_content` is never sent upstream), so check them here.
+        assert_eq!(chat.stream, Some(true));
+        assert!(
+            chat.messages
+                .iter()
+                .any(|m| m.reasoning_content.as_deref() == Some("Need the tool."))
+        );
         insta::assert_json_snapshot!("anthropic_client_request_to_ir", chat);
         // And the IR translates back to a valid Anthropic request (a full loop through the adapter).
         let up = AnthropicAdapter
@@ -3230,10 +3256,11 @@ mod tests {
         .unwrap();
         let m = chat_to_messages(&c, "gpt-4o");
         assert_eq!(
-            m.usage.input_tokens, 20,
+            m.usage.as_ref().unwrap().input_tokens,
+            20,
             "Anthropic input excludes cached tokens"
         );
-        assert_eq!(m.usage.cache_read_input_tokens, Some(100));
+        assert_eq!(m.usage.as_ref().unwrap().cache_read_input_tokens, Some(100));
         insta::assert_json_snapshot!("ir_response_to_anthropic_message", m);
 
         // Finish reasons, and tool_use whenever tools were called.
@@ -3260,7 +3287,13 @@ mod tests {
             serde_json::to_value(&m.content).unwrap(),
             json!([{"type": "text", "text": ""}])
         );
-        assert_eq!((m.usage.input_tokens, m.usage.output_tokens), (0, 0));
+        assert_eq!(
+            (
+                m.usage.as_ref().unwrap().input_tokens,
+                m.usage.as_ref().unwrap().output_tokens
+            ),
+            (0, 0)
+        );
     }
 
     // ------------------------------------------------------------------ encoder
@@ -3368,15 +3401,17 @@ mod tests {
                         StreamEvent::MessageDelta { delta, usage } => {
                             s.stop_reason = delta.stop_reason;
                             s.stop_sequence = delta.stop_sequence;
-                            s.usage.output_tokens = usage.output_tokens;
+                            let usage = usage.expect("message_delta usage");
+                            let su = s.usage.get_or_insert_with(Default::default);
+                            su.output_tokens = usage.output_tokens;
                             if let Some(v) = usage.input_tokens {
-                                s.usage.input_tokens = v;
+                                su.input_tokens = v;
                             }
                             if let Some(v) = usage.cache_creation_input_tokens {
-                                s.usage.cache_creation_input_tokens = Some(v);
+                                su.cache_creation_input_tokens = Some(v);
                             }
                             if let Some(v) = usage.cache_read_input_tokens {
-                                s.usage.cache_read_input_tokens = Some(v);
+                                su.cache_read_input_tokens = Some(v);
                             }
                         }
                         StreamEvent::MessageStop | StreamEvent::Ping => {}
@@ -3444,10 +3479,10 @@ mod tests {
         );
         assert_eq!(
             (
-                msg.usage.input_tokens,
-                msg.usage.output_tokens,
-                msg.usage.cache_read_input_tokens,
-                msg.usage.cache_creation_input_tokens
+                msg.usage.as_ref().unwrap().input_tokens,
+                msg.usage.as_ref().unwrap().output_tokens,
+                msg.usage.as_ref().unwrap().cache_read_input_tokens,
+                msg.usage.as_ref().unwrap().cache_creation_input_tokens
             ),
             (40, 89, Some(300), Some(0))
         );
@@ -3487,7 +3522,7 @@ mod tests {
         let events = parse_sse(&out);
         let msg = sdk_accumulate(&events);
         assert_eq!(msg.stop_reason, Some(StopReason::EndTurn));
-        assert_eq!(msg.usage.input_tokens, 5);
+        assert_eq!(msg.usage.as_ref().unwrap().input_tokens, 5);
         assert!(msg.content.is_empty());
     }
 
@@ -3549,9 +3584,9 @@ mod tests {
         assert_eq!(content[3]["input"], json!({"city": "Oslo", "unit": "c"}));
         assert_eq!(
             (
-                msg.usage.input_tokens,
-                msg.usage.output_tokens,
-                msg.usage.cache_read_input_tokens
+                msg.usage.as_ref().unwrap().input_tokens,
+                msg.usage.as_ref().unwrap().output_tokens,
+                msg.usage.as_ref().unwrap().cache_read_input_tokens
             ),
             (40, 89, Some(300)),
             "usage survives the round trip"
@@ -3615,7 +3650,7 @@ mod tests {
     #[test]
     fn native_response_and_stream_observer() {
         let m = native_response_usage(&serde_json::to_vec(&anthropic_message()).unwrap()).unwrap();
-        assert_eq!(usage_to_ir(&m.usage).prompt_tokens, 1120);
+        assert_eq!(usage_to_ir(m.usage.as_ref().unwrap()).prompt_tokens, 1120);
         assert_eq!(m.stop_reason, Some(StopReason::ToolUse));
         assert!(native_response_usage(b"not json").is_err());
 

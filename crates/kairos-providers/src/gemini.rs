@@ -1110,6 +1110,10 @@ pub fn gemini_error(status: u16, headers: &HeaderMap, body: &[u8]) -> UpstreamEr
             kind = UpstreamErrorKind::TooLarge;
         }
     }
+    // 503/529 mean "overloaded" whatever status the body names.
+    if matches!(status, 503 | 529) {
+        kind = UpstreamErrorKind::Overloaded;
+    }
     UpstreamError {
         status,
         kind,

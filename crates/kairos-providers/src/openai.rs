@@ -68,6 +68,8 @@ struct StreamOpts {
 struct Outbound<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     model: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOpts>,
     #[serde(flatten)]
@@ -151,6 +153,7 @@ impl Adapter for OpenAiAdapter {
         let body = if self.forward_extra || req.extra.is_empty() {
             serde_json::to_vec(&Outbound {
                 model: self.model_in_body(target),
+                stream,
                 stream_options: (stream && self.stream_usage).then_some(StreamOpts {
                     include_usage: true,
                 }),
@@ -161,6 +164,7 @@ impl Adapter for OpenAiAdapter {
             stripped.extra.clear();
             serde_json::to_vec(&Outbound {
                 model: self.model_in_body(target),
+                stream,
                 stream_options: (stream && self.stream_usage).then_some(StreamOpts {
                     include_usage: true,
                 }),

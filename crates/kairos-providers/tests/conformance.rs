@@ -223,48 +223,23 @@ fn gemini() -> Spec {
     }
 }
 
-/// `OpenAiAdapter::chat_request` writes the canonical request's own `stream` field and uses its
-/// `stream` argument only for `stream_options`, so the two can disagree (see the case's docs).
-macro_rules! openai_stream_flag_bug {
-    () => {
-        "bug: OpenAiAdapter::chat_request ignores its `stream` argument for the body's `stream` \
-         field (it serialises the canonical request's `stream`): stream=true with `stream` unset \
-         sends a non-stream request carrying `stream_options` (a 400 at OpenAI), stream=false \
-         with `stream: Some(true)` asks for an SSE stream the caller will parse as JSON"
-    };
-}
-
 conformance_suite! {
     mod openai = openai_compatible();
-    stream_flag_follows_argument: #[ignore = openai_stream_flag_bug!()],
 }
 
 conformance_suite! {
     mod azure_openai = azure();
-    stream_flag_follows_argument: #[ignore = openai_stream_flag_bug!()],
 }
 
 conformance_suite! {
     mod anthropic_messages = anthropic();
-    error_503: #[ignore = "bug: anthropic_error classifies a 503 whose body type is the generic \
-        `api_error` as Server; the body's catch-all type overrides the status, while \
-        UpstreamErrorKind documents 503/529 as Overloaded (both retryable: health/metrics differ)"],
-    usage_absent_non_stream: #[ignore = "bug: message_to_chat always sets `usage: Some(..)`; a \
-        message without `usage` (wire::Message.usage is #[serde(default)]) is reported as zero \
-        tokens instead of None, so the gateway bills 0 instead of estimating"],
-    usage_absent_stream: #[ignore = "bug: AnthropicStreamDecoder emits a usage chunk of zeros at \
-        message_stop when neither message_start nor message_delta carried usage, instead of no \
-        usage chunk, so the gateway bills 0 instead of estimating"],
 }
 
 conformance_suite! {
     mod gemini_generate = gemini();
-    error_529: #[ignore = "bug: gemini_error classifies a 529 whose body status is the generic \
-        `INTERNAL` as Server; the body's catch-all status overrides the HTTP status, while \
-        UpstreamErrorKind documents 503/529 as Overloaded"],
-    n_two_non_stream: #[ignore = "mock bug: kairos-testkit's Gemini generateContent ignores \
+    n_two_non_stream: #[ignore = "mock gap: kairos-testkit's Gemini generateContent ignores \
         generationConfig.candidateCount (Ask.n is hard-coded to 1 in testkit/src/gemini.rs), so \
         one candidate comes back; the adapter does send candidateCount: 2 (asserted first)"],
-    n_two_stream: #[ignore = "mock bug: kairos-testkit's Gemini streamGenerateContent ignores \
+    n_two_stream: #[ignore = "mock gap: kairos-testkit's Gemini streamGenerateContent ignores \
         generationConfig.candidateCount (Ask.n is hard-coded to 1), so one candidate is streamed"],
 }
