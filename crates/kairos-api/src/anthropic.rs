@@ -861,7 +861,7 @@ mod tests {
         });
         let m: Message = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(m.stop_reason, Some(StopReason::ToolUse));
-        assert_eq!(m.usage.cache_read_input_tokens, Some(3));
+        assert_eq!(m.usage.as_ref().unwrap().cache_read_input_tokens, Some(3));
         assert_eq!(serde_json::to_value(&m).unwrap(), v);
         let m: Message = serde_json::from_value(json!({
             "id": "x", "type": "message", "role": "assistant", "model": "m", "content": [],
@@ -942,6 +942,7 @@ mod tests {
             panic!()
         };
         assert_eq!(delta.stop_reason, Some(StopReason::MaxTokens));
+        let usage = usage.unwrap();
         assert_eq!(
             (
                 usage.input_tokens,

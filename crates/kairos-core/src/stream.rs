@@ -378,9 +378,7 @@ impl NativeStream {
                     }
                 };
             }
-            let Some(mut rec) = self.rec.take() else {
-                return None;
-            };
+            let mut rec = self.rec.take()?;
             let r = self.read_one(&mut rec).await;
             self.rec = Some(rec);
             if let Err(e) = r {
