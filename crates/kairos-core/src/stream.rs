@@ -142,26 +142,19 @@ impl ChatStream {
         self.cost_micros
     }
 
-    fn has_visible(&self) -> bool {
-        self.queue.iter().any(|c| {
-            c.usage.is_some()
-                || c.choices
-                    .iter()
-                    .any(|ch| ch.delta.has_content() || ch.finish_reason.is_some())
-        })
-    }
-
-    /// Read until a chunk with visible content (or the end) is queued, so that failures before
-    /// the first content byte surface as a normal HTTP error (and, later, can fall back to
-    /// another target): nothing is committed to the client yet.
+    /// Read until the upstream's first event has produced a chunk (or the stream ended), so
+    /// that a failure before that (a bad status, a body that is not a stream, an immediate error
+    /// event) is an ordinary HTTP error. The first chunk is then sent at once: waiting for the
+    /// first *content* chunk instead would add the upstream's preamble-to-first-token gap to
+    /// the client's time to first byte.
     pub(crate) async fn prime(&mut self, rec: &mut Recorder) -> Result<(), GatewayError> {
-        while !self.has_visible() && !self.upstream_done {
+        while self.queue.is_empty() && !self.upstream_done {
             if let Err(e) = self.read_one().await {
                 rec.upstream_end();
                 return Err(e);
             }
         }
-        if self.upstream_done && !self.has_visible() {
+        if self.upstream_done && self.queue.is_empty() {
             let r = self.finish_decoder();
             rec.upstream_end();
             r?;
@@ -336,8 +329,9 @@ impl NativeStream {
         Ok(())
     }
 
+    /// Read until the first event is queued (see [`ChatStream::prime`]).
     pub(crate) async fn prime(&mut self, rec: &mut Recorder) -> Result<(), GatewayError> {
-        while !self.observer.saw_content() && !self.upstream_done {
+        while self.queue.is_empty() && !self.upstream_done {
             if let Err(e) = self.read_one(rec).await {
                 rec.upstream_end();
                 return Err(e);

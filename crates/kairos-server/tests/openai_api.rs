@@ -232,15 +232,24 @@ async fn error_before_the_first_chunk_is_a_plain_http_error() {
     assert_eq!(r.headers()["x-kairos-error-source"], "provider");
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["code"], "provider_overloaded");
-    // An in-stream error before any content also surfaces as an HTTP error (stream not yet committed).
-    gw.mock.push(Behavior {
-        stream_fault: Some(StreamFault::ErrorEventAfter(0)),
-        ..Default::default()
-    });
-    let r = gw
-        .chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true}))
-        .await;
-    assert!(r.status().is_server_error(), "{}", r.status());
+    // Once the upstream's first event has been relayed (the 200 is out), a malformed line or
+    // an error event ends the stream with an error event, never with [DONE].
+    for (fault, code) in [
+        (StreamFault::MalformedAfter(0), "upstream_invalid_response"),
+        (StreamFault::ErrorEventAfter(0), "provider_server_error"),
+    ] {
+        gw.mock.push(Behavior {
+            stream_fault: Some(fault),
+            ..Default::default()
+        });
+        let r = gw
+            .chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true}))
+            .await;
+        let ev = sse_events(r).await;
+        assert!(ev.iter().all(|e| e.data != "[DONE]"));
+        let last: Value = serde_json::from_str(&ev.last().unwrap().data).unwrap();
+        assert_eq!(last["error"]["code"], code, "{last}");
+    }
 }
 
 #[tokio::test]
