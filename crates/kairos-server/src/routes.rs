@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use kairos_api::openai::{ChatCompletionRequest, EmbeddingRequest};
+use kairos_api::openai::{ChatCompletionChunk, ChatCompletionRequest, EmbeddingRequest};
 use kairos_api::sse;
 use kairos_core::error::{ClientError, GatewayError, InternalError};
 use kairos_core::gateway::Gateway;
@@ -256,7 +256,8 @@ async fn chat_completions(
     let wants_usage = req.wants_usage_in_stream();
     match st.gateway.chat(rec, req).await {
         Ok(ChatReply::Complete(resp, meta)) => {
-            let body = serde_json::to_vec(&resp).unwrap_or_default();
+            let mut body = Vec::with_capacity(1024);
+            let _ = serde_json::to_writer(&mut body, &resp);
             let mut r = json_response(StatusCode::OK, Bytes::from(body));
             meta_headers(r.headers_mut(), &meta, &trace);
             r
@@ -285,6 +286,15 @@ fn openai_sse(stream: Box<ChatStream>, wants_usage: bool, guard: InFlight) -> Bo
         _guard: InFlight,
         done: bool,
     }
+    fn push_chunk(frame: &mut Vec<u8>, chunk: &ChatCompletionChunk, wants_usage: bool) {
+        if chunk.choices.is_empty() && chunk.usage.is_some() && !wants_usage {
+            return; // we asked the upstream for usage; the caller did not
+        }
+        // Serialised straight into the outgoing frame.
+        frame.extend_from_slice(b"data: ");
+        let _ = serde_json::to_writer(&mut *frame, chunk);
+        frame.extend_from_slice(b"\n\n");
+    }
     let state = S {
         stream,
         _guard: guard,
@@ -294,25 +304,34 @@ fn openai_sse(stream: Box<ChatStream>, wants_usage: bool, guard: InFlight) -> Bo
         if st.done {
             return None;
         }
+        let mut frame = Vec::with_capacity(1024);
         loop {
             match st.stream.next().await {
                 Some(Ok(chunk)) => {
-                    if chunk.choices.is_empty() && chunk.usage.is_some() && !wants_usage {
-                        continue; // we asked for usage; the caller did not
+                    push_chunk(&mut frame, &chunk, wants_usage);
+                    // Chunks already decoded from the same upstream read go out in one write.
+                    while frame.len() < 32 * 1024 {
+                        let Some(c) = st.stream.next_ready() else {
+                            break;
+                        };
+                        push_chunk(&mut frame, &c, wants_usage);
                     }
-                    let json = serde_json::to_vec(&chunk).unwrap_or_default();
-                    return Some((
-                        Ok::<Bytes, std::convert::Infallible>(sse::encode_data(&json)),
-                        st,
-                    ));
+                    if !frame.is_empty() {
+                        return Some((
+                            Ok::<Bytes, std::convert::Infallible>(Bytes::from(frame)),
+                            st,
+                        ));
+                    }
                 }
                 Some(Err(e)) => {
                     st.done = true;
-                    return Some((Ok(sse::encode_data(&error_body(&e, Shape::OpenAi))), st));
+                    frame.extend_from_slice(&sse::encode_data(&error_body(&e, Shape::OpenAi)));
+                    return Some((Ok(Bytes::from(frame)), st));
                 }
                 None => {
                     st.done = true;
-                    return Some((Ok(Bytes::from_static(sse::DONE)), st));
+                    frame.extend_from_slice(sse::DONE);
+                    return Some((Ok(Bytes::from(frame)), st));
                 }
             }
         }

@@ -596,10 +596,16 @@ mod chunk_tests {
             let r = rows(n);
             let chunks: Vec<&[LedgerRow]> = fixed_chunks(&r, 512).collect();
             assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), n);
-            let ids: Vec<&str> = chunks.iter().flat_map(|c| c.iter().map(|r| r.id.as_str())).collect();
+            let ids: Vec<&str> = chunks
+                .iter()
+                .flat_map(|c| c.iter().map(|r| r.id.as_str()))
+                .collect();
             assert!(ids.iter().zip(r.iter()).all(|(a, b)| *a == b.id));
             sizes.extend(chunks.iter().map(|c| c.len()));
         }
-        assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 2, 8, 32, 128, 512]);
+        assert_eq!(
+            sizes.into_iter().collect::<Vec<_>>(),
+            vec![1, 2, 8, 32, 128, 512]
+        );
     }
 }
