@@ -906,7 +906,7 @@ price = { input = -1.0, output = 2.0 }
     #[test]
     fn unknown_fields_and_wrong_types_name_the_path() {
         let err = FileConfig::parse("[server]\nlisten_addr = \"x\"\n").unwrap_err();
-        assert_eq!(err.0[0].path, "server");
+        assert_eq!(err.0[0].path, "server.listen_addr");
         assert!(err.0[0].message.contains("listen_addr"), "{err}");
         let err = FileConfig::parse(
             "[providers.openai]\nkind = \"openai\"\nttfb_timeout_ms = \"soon\"\n",

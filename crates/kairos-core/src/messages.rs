@@ -7,7 +7,6 @@
 //! chat request and the server encodes the canonical answer in the Anthropic shape.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use kairos_api::anthropic::MessagesRequest;
@@ -18,7 +17,7 @@ use kairos_providers::anthropic::{
 use kairos_providers::client::read_body;
 
 use crate::catalog::ModelMode;
-use crate::error::{ClientError, GatewayError, UpstreamFailure};
+use crate::error::GatewayError;
 use crate::gateway::{Gateway, Resolved};
 use crate::pipeline::{ChatReply, ReplyMeta};
 use crate::record::{PromptSource, Recorder, Tokens};
@@ -31,23 +30,6 @@ pub enum MessagesReply {
     NativeComplete(Bytes, ReplyMeta),
     NativeStream(Box<NativeStream>, ReplyMeta),
 }
-
-const FORBIDDEN: &[&str] = &[
-    "api_base",
-    "base_url",
-    "api_key",
-    "custom_host",
-    "headers",
-    "extra_headers",
-    "organization",
-    "api_version",
-    "endpoint",
-    "url",
-    "host",
-    "proxy",
-    "credentials",
-    "authorization",
-];
 
 fn validate(req: &MessagesRequest) -> Result<(), GatewayError> {
     if req.model.is_empty() || req.model.len() > 256 {
@@ -88,17 +70,7 @@ fn validate(req: &MessagesRequest) -> Result<(), GatewayError> {
             ));
         }
     }
-    for k in req.extra.keys() {
-        let lower = k.to_ascii_lowercase();
-        if FORBIDDEN.contains(&lower.as_str())
-            || lower.ends_with("_api_key")
-            || lower.starts_with("aws_")
-        {
-            return Err(GatewayError::Client(ClientError::ForbiddenField {
-                field: crate::pipeline::clip(k, 64),
-            }));
-        }
-    }
+    crate::pipeline::check_extra(&req.extra)?;
     Ok(())
 }
 
@@ -172,40 +144,8 @@ impl Gateway {
         let up = AnthropicAdapter
             .native_request(req, &t, beta)
             .map_err(|e| GatewayError::invalid(e.message, e.param.as_deref()))?;
-        let headers = r.provider.outbound_headers(rec.id());
-        let deadline = Instant::now() + self.limits.request_timeout;
-        rec.upstream_start();
-        let resp = self
-            .client
-            .send(
-                &r.provider.base_url,
-                up,
-                &headers,
-                r.provider.ttfb_timeout.min(self.limits.request_timeout),
-            )
-            .await
-            .map_err(|e| GatewayError::from_send(&r.provider.name, e))?;
-        let status = resp.status().as_u16();
-        let (parts, body) = resp.into_parts();
-        let mut meta = ReplyMeta {
-            request_id: rec.id().to_owned(),
-            provider: r.provider.name.clone(),
-            model: r.entry.id.clone(),
-            cost_micros: None,
-            dropped_params: Vec::new(),
-            attempts: 1,
-        };
-        if !(200..300).contains(&status) {
-            let body = read_body(body, 64 * 1024, r.provider.stream_idle_timeout)
-                .await
-                .unwrap_or_default();
-            rec.upstream_end();
-            let e = r
-                .provider
-                .adapter
-                .upstream_error(status, &parts.headers, &body);
-            return Err(GatewayError::Upstream(UpstreamFailure::Status(e)));
-        }
+        let (body, deadline) = self.send_attempt(rec, r, up).await?;
+        let mut meta = Gateway::meta(rec, r, Vec::new());
         if req.is_stream() {
             let reader = EventReader::new(
                 body,

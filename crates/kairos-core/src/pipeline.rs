@@ -91,7 +91,10 @@ pub fn clip(s: &str, n: usize) -> String {
     out
 }
 
-fn check_extra(extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), GatewayError> {
+/// Refuse routing/credential fields and odd names among a request's unknown top-level fields.
+pub(crate) fn check_extra(
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), GatewayError> {
     for (k, _) in extra {
         let lower = k.to_ascii_lowercase();
         if FORBIDDEN_FIELDS.contains(&lower.as_str())
@@ -380,6 +383,56 @@ impl Gateway {
         self.dispatch_chat(rec, &req, &resolved).await
     }
 
+    /// One upstream attempt: send `up` to `r`'s provider with the outbound headers, and turn a
+    /// non-2xx answer into a classified error (its body read, capped). Returns the 2xx
+    /// response's body and the request deadline.
+    pub(crate) async fn send_attempt(
+        &self,
+        rec: &mut Recorder,
+        r: &Resolved,
+        up: kairos_providers::adapter::UpstreamRequest,
+    ) -> Result<(hyper::body::Incoming, Instant), GatewayError> {
+        let headers = r.provider.outbound_headers(rec.id());
+        let deadline = Instant::now() + self.limits.request_timeout;
+        rec.upstream_start();
+        let resp = self
+            .client
+            .send(
+                &r.provider.base_url,
+                up,
+                &headers,
+                r.provider.ttfb_timeout.min(self.limits.request_timeout),
+            )
+            .await
+            .map_err(|e| GatewayError::from_send(&r.provider.name, e))?;
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        if !(200..300).contains(&status) {
+            let body = read_body(body, 64 * 1024, r.provider.stream_idle_timeout)
+                .await
+                .unwrap_or_default();
+            rec.upstream_end();
+            let e = r
+                .provider
+                .adapter
+                .upstream_error(status, &parts.headers, &body);
+            return Err(GatewayError::Upstream(UpstreamFailure::Status(e)));
+        }
+        Ok((body, deadline))
+    }
+
+    /// The reply facts for a request served by `r`.
+    pub(crate) fn meta(rec: &Recorder, r: &Resolved, dropped_params: Vec<String>) -> ReplyMeta {
+        ReplyMeta {
+            request_id: rec.id().to_owned(),
+            provider: r.provider.name.clone(),
+            model: r.entry.id.clone(),
+            cost_micros: None,
+            dropped_params,
+            attempts: 1,
+        }
+    }
+
     /// Stage 6, dispatch: one attempt against one target. (Retries and fallbacks: issue 4.)
     async fn dispatch_chat(
         &self,
@@ -399,40 +452,8 @@ impl Gateway {
         } else {
             req.extra.keys().cloned().collect()
         };
-        let headers = r.provider.outbound_headers(rec.id());
-        let deadline = Instant::now() + self.limits.request_timeout;
-        rec.upstream_start();
-        let resp = self
-            .client
-            .send(
-                &r.provider.base_url,
-                up,
-                &headers,
-                r.provider.ttfb_timeout.min(self.limits.request_timeout),
-            )
-            .await
-            .map_err(|e| GatewayError::from_send(&r.provider.name, e))?;
-        let status = resp.status().as_u16();
-        let (parts, body) = resp.into_parts();
-        let mut meta = ReplyMeta {
-            request_id: rec.id().to_owned(),
-            provider: r.provider.name.clone(),
-            model: r.entry.id.clone(),
-            cost_micros: None,
-            dropped_params,
-            attempts: 1,
-        };
-        if !(200..300).contains(&status) {
-            let body = read_body(body, 64 * 1024, r.provider.stream_idle_timeout)
-                .await
-                .unwrap_or_default();
-            rec.upstream_end();
-            let e = r
-                .provider
-                .adapter
-                .upstream_error(status, &parts.headers, &body);
-            return Err(GatewayError::Upstream(UpstreamFailure::Status(e)));
-        }
+        let (body, deadline) = self.send_attempt(rec, r, up).await?;
+        let mut meta = Self::meta(rec, r, dropped_params);
         if stream {
             let reader = EventReader::new(
                 body,
@@ -514,44 +535,21 @@ impl Gateway {
             .adapter
             .embeddings_request(&req, &t)
             .map_err(translate_err)?;
-        let headers = r.provider.outbound_headers(rec.id());
-        rec.upstream_start();
-        let resp = self
-            .client
-            .send(&r.provider.base_url, up, &headers, r.provider.ttfb_timeout)
-            .await
-            .map_err(|e| GatewayError::from_send(&r.provider.name, e))?;
-        let status = resp.status().as_u16();
-        let (parts, body) = resp.into_parts();
-        let limit = if (200..300).contains(&status) {
-            self.limits.max_response_bytes
-        } else {
-            64 * 1024
-        };
-        let body = read_body(body, limit, r.provider.ttfb_timeout)
-            .await
-            .map_err(|e| GatewayError::from_body(&r.provider.name, e))?;
+        let (body, _) = self.send_attempt(rec, &r, up).await?;
+        let body = read_body(
+            body,
+            self.limits.max_response_bytes,
+            r.provider.ttfb_timeout,
+        )
+        .await
+        .map_err(|e| GatewayError::from_body(&r.provider.name, e))?;
         rec.upstream_end();
-        if !(200..300).contains(&status) {
-            let e = r
-                .provider
-                .adapter
-                .upstream_error(status, &parts.headers, &body);
-            return Err(GatewayError::Upstream(UpstreamFailure::Status(e)));
-        }
         let mut resp = r
             .provider
             .adapter
             .embeddings_response(&body, &req, &t)
             .map_err(|e| GatewayError::from_decode(&r.provider.name, e))?;
-        let mut meta = ReplyMeta {
-            request_id: rec.id().to_owned(),
-            provider: r.provider.name.clone(),
-            model: r.entry.id.clone(),
-            cost_micros: None,
-            dropped_params: Vec::new(),
-            attempts: 1,
-        };
+        let mut meta = Self::meta(rec, &r, Vec::new());
         if resp.usage.prompt_tokens > 0 {
             rec.set_usage(Tokens {
                 input: resp.usage.prompt_tokens,

@@ -159,39 +159,6 @@ pub struct RequestInfo {
     pub trace_id: String,
 }
 
-fn empty_row() -> LedgerRow {
-    LedgerRow {
-        id: String::new(),
-        ts_ms: 0,
-        key_id: String::new(),
-        workspace: None,
-        route: String::new(),
-        inbound_api: String::new(),
-        requested_model: String::new(),
-        served_model: None,
-        provider: None,
-        stream: false,
-        status_code: 0,
-        outcome: String::new(),
-        error_kind: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        cached_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        usage_source: String::new(),
-        cost_micros: None,
-        latency_total_us: 0,
-        latency_upstream_us: None,
-        overhead_us: 0,
-        ttft_us: None,
-        metadata: None,
-        end_user: None,
-        trace_id: String::new(),
-        attempts: 0,
-    }
-}
-
 impl Recorder {
     pub fn new(ledger: LedgerHandle, info: RequestInfo) -> Recorder {
         Recorder {
@@ -200,31 +167,11 @@ impl Recorder {
                 id: info.id,
                 ts_ms: info.ts_ms,
                 key_id: info.key_id,
-                workspace: None,
                 route: info.route.as_str().to_owned(),
                 inbound_api: info.inbound.as_str().to_owned(),
-                requested_model: String::new(),
-                served_model: None,
-                provider: None,
-                stream: false,
-                status_code: 0,
-                outcome: String::new(),
-                error_kind: None,
-                input_tokens: 0,
-                output_tokens: 0,
-                cached_tokens: 0,
-                cache_write_tokens: 0,
-                reasoning_tokens: 0,
                 usage_source: UsageSource::None.as_str().to_owned(),
-                cost_micros: None,
-                latency_total_us: 0,
-                latency_upstream_us: None,
-                overhead_us: 0,
-                ttft_us: None,
-                metadata: None,
-                end_user: None,
                 trace_id: info.trace_id,
-                attempts: 0,
+                ..LedgerRow::default()
             },
             started: info.started,
             upstream_started: None,
@@ -382,7 +329,8 @@ impl Recorder {
         match self.usage {
             Some(u) => {
                 apply_tokens(row, &u, self.price.as_ref(), UsageSource::Provider);
-                self.ledger.record(std::mem::replace(row, empty_row()));
+                self.ledger
+                    .record(std::mem::replace(row, LedgerRow::default()));
             }
             None if called_upstream
                 && (outcome == Outcome::Ok
@@ -391,7 +339,7 @@ impl Recorder {
             {
                 // The provider may bill this request but told us nothing: estimate off the
                 // async runtime (the tokenizer is CPU work and loads lazily).
-                let mut row = std::mem::replace(row, empty_row());
+                let mut row = std::mem::replace(row, LedgerRow::default());
                 let prompt = std::mem::replace(&mut self.prompt, PromptSource::None);
                 let output = std::mem::take(&mut self.output_text);
                 let price = self.price;
@@ -411,7 +359,8 @@ impl Recorder {
             None => {
                 // Nothing reached a provider (or it failed before generating): no spend.
                 row.cost_micros = if called_upstream { None } else { Some(0) };
-                self.ledger.record(std::mem::replace(row, empty_row()));
+                self.ledger
+                    .record(std::mem::replace(row, LedgerRow::default()));
             }
         }
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Text values are stored as given, except that NUL characters (`'\0'`) are replaced with
 /// U+FFFD on insert on every backend: PostgreSQL rejects NUL in `TEXT`, and one such row would
 /// otherwise block the writer forever.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerRow {
     /// Request id (uuid v7 text); the primary key. Inserts are idempotent on it.
     pub id: String,

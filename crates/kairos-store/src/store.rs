@@ -558,33 +558,7 @@ mod chunk_tests {
         (0..n)
             .map(|i| LedgerRow {
                 id: i.to_string(),
-                ts_ms: 0,
-                key_id: String::new(),
-                workspace: None,
-                route: String::new(),
-                inbound_api: String::new(),
-                requested_model: String::new(),
-                served_model: None,
-                provider: None,
-                stream: false,
-                status_code: 0,
-                outcome: String::new(),
-                error_kind: None,
-                input_tokens: 0,
-                output_tokens: 0,
-                cached_tokens: 0,
-                cache_write_tokens: 0,
-                reasoning_tokens: 0,
-                usage_source: String::new(),
-                cost_micros: None,
-                latency_total_us: 0,
-                latency_upstream_us: None,
-                overhead_us: 0,
-                ttft_us: None,
-                metadata: None,
-                end_user: None,
-                trace_id: String::new(),
-                attempts: 0,
+                ..LedgerRow::default()
             })
             .collect()
     }
