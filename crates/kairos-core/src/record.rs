@@ -329,8 +329,7 @@ impl Recorder {
         match self.usage {
             Some(u) => {
                 apply_tokens(row, &u, self.price.as_ref(), UsageSource::Provider);
-                self.ledger
-                    .record(std::mem::replace(row, LedgerRow::default()));
+                self.ledger.record(std::mem::take(row));
             }
             None if called_upstream
                 && (outcome == Outcome::Ok
@@ -339,7 +338,7 @@ impl Recorder {
             {
                 // The provider may bill this request but told us nothing: estimate off the
                 // async runtime (the tokenizer is CPU work and loads lazily).
-                let mut row = std::mem::replace(row, LedgerRow::default());
+                let mut row = std::mem::take(row);
                 let prompt = std::mem::replace(&mut self.prompt, PromptSource::None);
                 let output = std::mem::take(&mut self.output_text);
                 let price = self.price;
@@ -359,8 +358,7 @@ impl Recorder {
             None => {
                 // Nothing reached a provider (or it failed before generating): no spend.
                 row.cost_micros = if called_upstream { None } else { Some(0) };
-                self.ledger
-                    .record(std::mem::replace(row, LedgerRow::default()));
+                self.ledger.record(std::mem::take(row));
             }
         }
     }
