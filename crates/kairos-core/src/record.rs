@@ -348,12 +348,7 @@ impl Recorder {
                     apply_tokens(&mut row, &t, price.as_ref(), UsageSource::Estimated);
                     ledger.record(row);
                 };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(h) => {
-                        h.spawn_blocking(job);
-                    }
-                    Err(_) => job(),
-                }
+                crate::tokens::estimator().submit(Box::new(job));
             }
             None => {
                 // Nothing reached a provider (or it failed before generating): no spend.

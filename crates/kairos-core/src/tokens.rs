@@ -3,10 +3,55 @@
 //! Uses tiktoken's `o200k_base` (the tokenizer of current OpenAI models) for every model: exact
 //! for OpenAI, an approximation for other vendors' tokenizers (typically within ~10-20%). The BPE
 //! table is loaded lazily on first use (it costs ~100 ms and tens of MB), so a gateway whose
-//! providers always report usage never pays for it. Call these from blocking contexts
-//! (`spawn_blocking`), never on the async request path.
+//! providers always report usage never pays for it. Never call these on the async request path:
+//! ledger estimates go through [`estimator`], one background thread with a bounded queue.
+
+use std::sync::OnceLock;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use kairos_api::openai::{ChatCompletionRequest, ChatMessage, EmbeddingInput};
+
+/// A unit of estimation work (tokenise, then record the ledger row).
+pub type EstimateJob = Box<dyn FnOnce() + Send + 'static>;
+
+/// One dedicated thread that runs estimate jobs in order.
+///
+/// Not `spawn_blocking`: a load of streams without usage (some OpenAI-compatible servers never
+/// report it) made one blocking thread per request, hundreds at once, each with its own allocator
+/// heap: p99 latency went to seconds and RSS to hundreds of MB in the peerbench SSE scenario.
+pub struct Estimator {
+    tx: SyncSender<EstimateJob>,
+}
+
+impl Estimator {
+    /// Queue a job. When the queue is full (the thread cannot keep up), the job runs on the
+    /// caller's thread instead: slower for that caller, but no row is ever lost.
+    pub fn submit(&self, job: EstimateJob) {
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job(),
+        }
+    }
+}
+
+/// The process-wide estimator, started on first use.
+pub fn estimator() -> &'static Estimator {
+    static E: OnceLock<Estimator> = OnceLock::new();
+    E.get_or_init(|| {
+        let (tx, rx) = sync_channel::<EstimateJob>(16_384);
+        let spawned = std::thread::Builder::new()
+            .name("kairos-estimator".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the token estimator thread; estimating inline");
+        }
+        Estimator { tx }
+    })
+}
 
 /// Tokens in a piece of text.
 pub fn count(text: &str) -> u64 {
