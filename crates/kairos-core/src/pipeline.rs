@@ -8,7 +8,7 @@
 //! | 3 | guard_in | [`validate_chat`]: bad input and forbidden fields, no upstream call |
 //! | 4 | cache_lookup | not yet |
 //! | 5 | route | [`Gateway::resolve`] (pinned models; `auto` comes with issue 3) |
-//! | 6 | dispatch | [`Gateway::dispatch_chat`]: one attempt; a stream is primed to its first content chunk before it is committed |
+//! | 6 | dispatch | [`Gateway::dispatch_chat`]: one attempt; a stream is primed to its first upstream event before the 200 is sent |
 //! | 7 | guard_out | not yet |
 //! | 8 | cache_store | not yet |
 //! | 9 | record | [`Recorder`]: exactly one ledger row, also on error and disconnect |
