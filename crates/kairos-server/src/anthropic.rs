@@ -13,32 +13,30 @@ use kairos_api::openai::Usage;
 use kairos_core::error::GatewayError;
 use kairos_core::messages::MessagesReply;
 use kairos_core::pipeline::{ChatReply, ChatStream, NativeStream};
-use kairos_core::record::{InboundApi, Recorder, RouteKind};
+use kairos_core::record::{InboundApi, RouteKind};
 use kairos_providers::anthropic::{AnthropicStreamEncoder, chat_to_messages};
 
 use crate::http::{Shape, error_response};
-use crate::routes::{AppState, Begun, InFlight, begin, json_response, meta_headers, read_json};
+use crate::routes::{AppState, Begun, InFlight, begin, json_response, meta_headers};
 
 pub async fn messages(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let Begun { rec, guard } = match begin(
+    let Begun::<MessagesRequest> { req, rec, guard } = match begin(
         &st,
         &headers,
+        body,
         RouteKind::Messages,
         InboundApi::Anthropic,
         Shape::Anthropic,
-    ) {
+    )
+    .await
+    {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (req, rec): (MessagesRequest, Recorder) =
-        match read_json(&st, &headers, body, rec, Shape::Anthropic).await {
-            Ok(v) => v,
-            Err(r) => return r,
-        };
     let id = rec.id().to_owned();
     let trace = rec.trace_id().to_owned();
     let beta = headers

@@ -117,19 +117,33 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
 }
 
 /// The start of every inference request: admission, recorder, authentication, attribution
-/// headers. On failure the row is written and the error response returned.
-pub(crate) struct Begun {
+/// headers, then the JSON body. On failure the row is written and the error response returned.
+pub(crate) struct Begun<T> {
+    pub req: T,
     pub rec: Recorder,
     pub guard: InFlight,
 }
 
-pub(crate) fn begin(
+pub(crate) async fn begin<T: serde::de::DeserializeOwned>(
+    st: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    route: RouteKind,
+    inbound: InboundApi,
+    shape: Shape,
+) -> Result<Begun<T>, Response<Body>> {
+    let (rec, guard) = admit(st, headers, route, inbound, shape)?;
+    let (req, rec) = read_json(st, headers, body, rec, shape).await?;
+    Ok(Begun { req, rec, guard })
+}
+
+fn admit(
     st: &Arc<AppState>,
     headers: &HeaderMap,
     route: RouteKind,
     inbound: InboundApi,
     shape: Shape,
-) -> Result<Begun, Response<Body>> {
+) -> Result<(Recorder, InFlight), Response<Body>> {
     let started = Instant::now();
     let trace = headers
         .get("x-kairos-trace-id")
@@ -163,7 +177,7 @@ pub(crate) fn begin(
             Err(e) => return Err(fail(rec, e)),
         }
     }
-    Ok(Begun { rec, guard })
+    Ok((rec, guard))
 }
 
 /// `x-kairos-metadata`: a JSON object of at most 4 KiB whose values are strings, numbers or
@@ -192,7 +206,7 @@ fn parse_metadata_header(
 }
 
 /// Read, size-check and parse the JSON body; on failure write the row and return the response.
-pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+async fn read_json<T: serde::de::DeserializeOwned>(
     st: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -236,21 +250,19 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let Begun { rec, guard } = match begin(
+    let Begun::<ChatCompletionRequest> { req, rec, guard } = match begin(
         &st,
         &headers,
+        body,
         RouteKind::Chat,
         InboundApi::OpenAi,
         Shape::OpenAi,
-    ) {
+    )
+    .await
+    {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (req, rec): (ChatCompletionRequest, Recorder) =
-        match read_json(&st, &headers, body, rec, Shape::OpenAi).await {
-            Ok(v) => v,
-            Err(r) => return r,
-        };
     let id = rec.id().to_owned();
     let trace = rec.trace_id().to_owned();
     let wants_usage = req.wants_usage_in_stream();
@@ -344,21 +356,23 @@ async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let Begun { rec, guard: _guard } = match begin(
+    let Begun::<EmbeddingRequest> {
+        req,
+        rec,
+        guard: _guard,
+    } = match begin(
         &st,
         &headers,
+        body,
         RouteKind::Embeddings,
         InboundApi::OpenAi,
         Shape::OpenAi,
-    ) {
+    )
+    .await
+    {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (req, rec): (EmbeddingRequest, Recorder) =
-        match read_json(&st, &headers, body, rec, Shape::OpenAi).await {
-            Ok(v) => v,
-            Err(r) => return r,
-        };
     let id = rec.id().to_owned();
     let trace = rec.trace_id().to_owned();
     match st.gateway.embeddings(rec, req).await {
