@@ -237,9 +237,4 @@ conformance_suite! {
 
 conformance_suite! {
     mod gemini_generate = gemini();
-    n_two_non_stream: #[ignore = "mock gap: kairos-testkit's Gemini generateContent ignores \
-        generationConfig.candidateCount (Ask.n is hard-coded to 1 in testkit/src/gemini.rs), so \
-        one candidate comes back; the adapter does send candidateCount: 2 (asserted first)"],
-    n_two_stream: #[ignore = "mock gap: kairos-testkit's Gemini streamGenerateContent ignores \
-        generationConfig.candidateCount (Ask.n is hard-coded to 1), so one candidate is streamed"],
 }

@@ -121,10 +121,15 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // On one CPU (e.g. pinned with taskset, or a 1-vCPU container) a multi-thread runtime only
+    // adds cross-thread queue and wake-up costs: use the current-thread scheduler there.
+    let one_cpu = std::thread::available_parallelism().map_or(false, |n| n.get() == 1);
+    let mut builder = if one_cpu && std::env::var_os("KAIROS_MULTI_THREAD").is_none() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             err(&format!("kairos: cannot start the runtime: {e}"));

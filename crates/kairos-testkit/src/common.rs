@@ -555,7 +555,7 @@ pub(crate) struct Ask<'r> {
     pub(crate) max_tokens: Option<u32>,
     /// JSON output requested: `Some(schema)` (`Value::Null` for plain JSON mode).
     pub(crate) json_schema: Option<&'r Value>,
-    /// Number of choices (OpenAI `n`).
+    /// Number of choices (OpenAI `n`, Gemini `generationConfig.candidateCount`).
     pub(crate) n: usize,
 }
 

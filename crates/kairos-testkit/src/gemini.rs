@@ -107,18 +107,31 @@ fn response_id(call: &Call<'_>) -> String {
     format!("mockresp{:012x}", call.id)
 }
 
-fn response_json(
-    call: &Call<'_>,
-    parts: Vec<Value>,
-    finish: Option<&str>,
-    usage: Option<Tokens>,
-) -> Value {
-    let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
+/// Most candidates one request may ask for (`generationConfig.candidateCount`).
+const MAX_CANDIDATES: u64 = 8;
+
+/// `generationConfig.candidateCount`, clamped to 1..=8 (absent or 0: 1).
+fn candidate_count(v: &Value) -> usize {
+    v.pointer("/generationConfig/candidateCount")
+        .and_then(Value::as_u64)
+        .map_or(1, |n| {
+            usize::try_from(n.clamp(1, MAX_CANDIDATES)).unwrap_or(1)
+        })
+}
+
+/// One candidate: its parts, its index and, once it has finished, its finish reason.
+fn candidate_json(index: usize, parts: Vec<Value>, finish: Option<&str>) -> Value {
+    let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": index});
     if let Some(f) = finish {
         candidate["finishReason"] = json!(f);
     }
+    candidate
+}
+
+/// A `GenerateContentResponse` carrying `candidates` (each with its own `index`).
+fn response_json(call: &Call<'_>, candidates: Vec<Value>, usage: Option<Tokens>) -> Value {
     let mut body = json!({
-        "candidates": [candidate],
+        "candidates": candidates,
         "modelVersion": call.model,
         "responseId": response_id(call),
     });
@@ -126,6 +139,13 @@ fn response_json(
         body["usageMetadata"] = usage_json(t);
     }
     body
+}
+
+/// The same parts for candidates `0..n`.
+fn candidates(n: usize, parts: &[Value], finish: Option<&str>) -> Vec<Value> {
+    (0..n)
+        .map(|i| candidate_json(i, parts.to_vec(), finish))
+        .collect()
 }
 
 fn function_call_part(reply: &Reply) -> Option<Value> {
@@ -188,7 +208,7 @@ async fn generate(h: &MockHandle, inc: &Incoming, model: &str, stream: bool) -> 
         last_user,
         max_tokens: as_u32(v.pointer("/generationConfig/maxOutputTokens")),
         json_schema,
-        n: 1,
+        n: candidate_count(&v),
     };
     let reply = Reply::plan(h, &b, &ask);
     if let Some(r) = call.refuse(&b, Some(&reply.tokens)).await {
@@ -208,7 +228,11 @@ async fn generate(h: &MockHandle, inc: &Incoming, model: &str, stream: bool) -> 
                 parts.push(json!({"text": t}));
             }
             parts.extend(function_call_part(&reply));
-            to_json_bytes(&response_json(&call, parts, Some(&finish), reported))
+            to_json_bytes(&response_json(
+                &call,
+                candidates(reply.n, &parts, Some(&finish)),
+                reported,
+            ))
         };
         let mut r = json_response(StatusCode::OK, body);
         call.decorate(&mut r, &b);
@@ -239,29 +263,27 @@ async fn generate(h: &MockHandle, inc: &Incoming, model: &str, stream: bool) -> 
         }
         Bytes::from(out)
     };
+    // Every candidate has the same reply, so each step carries a delta for all of them; the
+    // last chunk finishes every candidate and carries the usage.
+    let n = reply.n;
     let mut events = Vec::new();
     for piece in reply.text_pieces(b.chunks) {
+        let parts = [json!({"text": piece})];
         events.push(Ev::content(
-            frame(&response_json(
-                &call,
-                vec![json!({"text": piece})],
-                None,
-                None,
-            )),
-            piece.chars().count(),
+            frame(&response_json(&call, candidates(n, &parts, None), None)),
+            piece.chars().count().saturating_mul(n),
         ));
     }
     if let (Some(part), Some(tool)) = (function_call_part(&reply), &reply.tool) {
         let chars = tool.name.chars().count() + tool.arguments.chars().count();
         events.push(Ev::content(
-            frame(&response_json(&call, vec![part], None, None)),
-            chars,
+            frame(&response_json(&call, candidates(n, &[part], None), None)),
+            chars.saturating_mul(n),
         ));
     }
     events.push(Ev::meta(frame(&response_json(
         &call,
-        vec![json!({"text": ""})],
-        Some(&finish),
+        candidates(n, &[json!({"text": ""})], Some(&finish)),
         reported,
     ))));
     if !sse {

@@ -272,3 +272,177 @@ async fn embeddings_and_count_tokens() {
     assert_eq!(ledger.len(), 2);
     assert_eq!(ledger[1].prompt_tokens, 2);
 }
+
+fn with_candidates(text: &str, n: Value) -> Value {
+    let mut body = request(text);
+    body["generationConfig"] = json!({"candidateCount": n});
+    body
+}
+
+#[tokio::test]
+async fn candidate_count_non_stream() {
+    let m = mock().await;
+    let url = format!("{}/v1beta/models/gemini-2.5-flash:generateContent", m.url());
+    m.push(Behavior::text("abcdefgh"));
+    let (status, _, text) = post(&url, &[], &with_candidates("abcd", json!(3))).await;
+    assert_eq!(status, 200);
+    let v = json(&text);
+    let cands = v["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 3);
+    for (i, c) in cands.iter().enumerate() {
+        assert_eq!(
+            *c,
+            json!({"content": {"parts": [{"text": "abcdefgh"}], "role": "model"}, "finishReason": "STOP", "index": i})
+        );
+    }
+    // Output is counted over all candidates (2 tokens each), in the body and in the ledger.
+    let u = &v["usageMetadata"];
+    assert_eq!(u["candidatesTokenCount"], 6);
+    assert_eq!(u["promptTokenCount"], 4);
+    assert_eq!(u["totalTokenCount"], 4 + 6);
+    assert_eq!(m.ledger()[0].completion_tokens, 6);
+
+    // Function calls too: one per candidate.
+    m.push(Behavior {
+        tool_call: Some(ToolCallSpec::new("lookup", r#"{"q":"rust"}"#)),
+        ..Behavior::default()
+    });
+    let (_, _, text) = post(&url, &[], &with_candidates("find", json!(2))).await;
+    let v = json(&text);
+    let cands = v["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 2);
+    for (i, c) in cands.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(
+            c["content"]["parts"][0]["functionCall"]["args"],
+            json!({"q": "rust"})
+        );
+        assert_eq!(c["finishReason"], "STOP");
+    }
+
+    // Absent, 0 and out of range: 1..=8.
+    for (n, expected) in [
+        (Value::Null, 1),
+        (json!(0), 1),
+        (json!(1), 1),
+        (json!(20), 8),
+    ] {
+        let body = if n.is_null() {
+            request("abcd")
+        } else {
+            with_candidates("abcd", n.clone())
+        };
+        let (_, _, text) = post(&url, &[], &body).await;
+        let v = json(&text);
+        let indices: Vec<u64> = v["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            indices,
+            (0..expected).collect::<Vec<u64>>(),
+            "candidateCount {n}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn candidate_count_stream() {
+    let m = mock().await;
+    m.push(Behavior::text("abcdefgh"));
+    let (status, _, text) = post(
+        &format!(
+            "{}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            m.url()
+        ),
+        &[],
+        &with_candidates("abcd", json!(2)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let chunks: Vec<Value> = parse_sse(&text).iter().map(|e| e.json()).collect();
+    assert_eq!(chunks.len(), 5);
+    let mut texts = [String::new(), String::new()];
+    let mut finishes = Vec::new();
+    for (k, chunk) in chunks.iter().enumerate() {
+        let cands = chunk["candidates"].as_array().unwrap();
+        assert_eq!(cands.len(), 2, "chunk {k} carries both candidates");
+        for (i, c) in cands.iter().enumerate() {
+            assert_eq!(c["index"], i);
+            assert_eq!(c["content"]["role"], "model");
+            texts[i].push_str(c["content"]["parts"][0]["text"].as_str().unwrap());
+            if let Some(f) = c.get("finishReason") {
+                finishes.push((i, f.as_str().unwrap().to_owned()));
+            }
+        }
+        assert_eq!(chunk.get("usageMetadata").is_some(), k == 4, "chunk {k}");
+    }
+    assert_eq!(texts, ["abcdefgh", "abcdefgh"]);
+    assert_eq!(
+        finishes,
+        vec![(0, "STOP".to_owned()), (1, "STOP".to_owned())]
+    );
+    assert_eq!(chunks[4]["usageMetadata"]["candidatesTokenCount"], 4);
+    let call = &m.ledger()[0];
+    assert!(call.completed);
+    assert_eq!(call.completion_tokens, 4);
+
+    // The JSON-array form carries the same candidates.
+    m.push(Behavior::text("abcdefgh"));
+    let (_, _, text) = post(
+        &format!(
+            "{}/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+            m.url()
+        ),
+        &[],
+        &with_candidates("abcd", json!(3)),
+    )
+    .await;
+    let arr = json(&text);
+    let last = arr.as_array().unwrap().last().unwrap().clone();
+    let finished: Vec<(u64, &str)> = last["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["index"].as_u64().unwrap(),
+                c["finishReason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(finished, vec![(0, "STOP"), (1, "STOP"), (2, "STOP")]);
+    assert_eq!(last["usageMetadata"]["candidatesTokenCount"], 6);
+}
+
+#[tokio::test]
+async fn candidate_count_cut_stream_bills_what_was_written() {
+    let m = mock().await;
+    m.push(Behavior {
+        text: Some("abcdefgh".into()),
+        stream_fault: Some(StreamFault::CutAfter(2)),
+        ..Behavior::default()
+    });
+    let (_, _, text) = post(
+        &format!(
+            "{}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            m.url()
+        ),
+        &[],
+        &with_candidates("abcd", json!(2)),
+    )
+    .await;
+    let chunks: Vec<Value> = parse_sse(&text).iter().map(|e| e.json()).collect();
+    assert_eq!(chunks.len(), 2);
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["candidates"].as_array().unwrap().len() == 2)
+    );
+    let call = &m.ledger()[0];
+    assert!(!call.completed);
+    // Half of both candidates' text was written: half of the 4 output tokens.
+    assert_eq!(call.completion_tokens, 2);
+}
