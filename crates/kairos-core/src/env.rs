@@ -8,11 +8,17 @@
 //! | `KAIROS_MASTER_KEY` | the bearer key callers must send | generated at first start, stored in the data dir |
 //! | `KAIROS_LOG` | log level or `EnvFilter` directive | `info` |
 //! | `KAIROS_LOG_FORMAT` | `text` or `json` | `text` |
+//! | `KAIROS_MULTI_THREAD` | set: always use tokio's multi-thread scheduler, also on one CPU | unset: current-thread scheduler when the process has one CPU |
 //!
 //! Provider variables (`OPENAI_API_KEY`, ...) are listed in [`crate::config::ProviderKind::env_vars`].
 //! Environment overrides win over the config file.
 
 use std::collections::HashMap;
+
+/// `KAIROS_MULTI_THREAD` is set (read before the runtime, hence before the config).
+pub fn multi_thread_forced() -> bool {
+    std::env::var_os("KAIROS_MULTI_THREAD").is_some()
+}
 
 /// Where environment variables come from (the process, or a map in tests).
 pub trait EnvSource {

@@ -123,8 +123,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // On one CPU (e.g. pinned with taskset, or a 1-vCPU container) a multi-thread runtime only
     // adds cross-thread queue and wake-up costs: use the current-thread scheduler there.
-    let one_cpu = std::thread::available_parallelism().map_or(false, |n| n.get() == 1);
-    let mut builder = if one_cpu && std::env::var_os("KAIROS_MULTI_THREAD").is_none() {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu && !kairos_core::env::multi_thread_forced() {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
