@@ -4,6 +4,7 @@
 //! so routing is unit- and property-testable and `POST /v1/route` can run it without a model.
 
 pub mod classifier;
+pub mod funnel;
 pub mod quality;
 pub mod task;
 
