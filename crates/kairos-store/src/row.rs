@@ -48,6 +48,12 @@ pub struct LedgerRow {
     pub end_user: Option<String>,
     pub trace_id: String,
     pub attempts: i32,
+    /// The classified task type of a routed (`model="auto"`) request.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// The routing receipt (JSON) of a routed request.
+    #[serde(default)]
+    pub receipt: Option<String>,
 }
 
 /// Filters for [`crate::Store::list_requests`]. Results are newest first

@@ -22,7 +22,7 @@ macro_rules! columns {
          provider, stream, status_code, outcome, error_kind, input_tokens, output_tokens, \
          cached_tokens, cache_write_tokens, reasoning_tokens, usage_source, cost_micros, \
          latency_total_us, latency_upstream_us, overhead_us, ttft_us, metadata, end_user, \
-         trace_id, attempts"
+         trace_id, attempts, task, receipt"
     };
 }
 
@@ -30,7 +30,7 @@ macro_rules! columns {
 #[cfg(test)]
 pub(crate) const COLUMNS: &str = columns!();
 /// Number of bind parameters per row in the multi-row insert.
-pub(crate) const NUM_COLUMNS: usize = 28;
+pub(crate) const NUM_COLUMNS: usize = 30;
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32 (the bundled build keeps it).
 pub(crate) const SQLITE_MAX_PARAMS: usize = 32_766;
@@ -78,16 +78,30 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
 const POSTGRES_MAX_CONNECTIONS: u32 = 4;
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "requests",
-    include_str!("../migrations/sqlite/0001_requests.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "requests",
-    include_str!("../migrations/postgres/0001_requests.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "requests",
+        include_str!("../migrations/sqlite/0001_requests.sql"),
+    ),
+    (
+        2,
+        "routing receipts",
+        include_str!("../migrations/sqlite/0002_receipts.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "requests",
+        include_str!("../migrations/postgres/0001_requests.sql"),
+    ),
+    (
+        2,
+        "routing receipts",
+        include_str!("../migrations/postgres/0002_receipts.sql"),
+    ),
+];
 
 /// The migrations of one backend, embedded at compile time.
 ///
@@ -177,7 +191,9 @@ macro_rules! backend_sql {
                         .push_bind(super::clean_opt(&r.metadata))
                         .push_bind(super::clean_opt(&r.end_user))
                         .push_bind(super::clean(&r.trace_id))
-                        .push_bind(r.attempts);
+                        .push_bind(r.attempts)
+                        .push_bind(super::clean_opt(&r.task))
+                        .push_bind(super::clean_opt(&r.receipt));
                 });
                 qb.push(" ON CONFLICT (id) DO NOTHING");
                 inserted += qb.build().execute(&mut *tx).await?.rows_affected();
@@ -216,6 +232,8 @@ macro_rules! backend_sql {
                 end_user: row.try_get("end_user")?,
                 trace_id: row.try_get("trace_id")?,
                 attempts: row.try_get("attempts")?,
+                task: row.try_get("task")?,
+                receipt: row.try_get("receipt")?,
             })
         }
 

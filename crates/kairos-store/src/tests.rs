@@ -187,6 +187,8 @@ fn full_row(i: usize) -> LedgerRow {
         end_user: Some("user-7".to_owned()),
         trace_id: format!("trace-{i}"),
         attempts: 1,
+        task: Some("summarization".into()),
+        receipt: Some(r#"{"chosen":"m"}"#.into()),
     }
 }
 
@@ -221,6 +223,8 @@ fn bare_row(i: usize) -> LedgerRow {
         end_user: None,
         trace_id: String::new(),
         attempts: 0,
+        task: None,
+        receipt: None,
     }
 }
 
