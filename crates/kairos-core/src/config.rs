@@ -41,6 +41,39 @@ pub struct FileConfig {
     pub models: Vec<ModelSection>,
     #[serde(default)]
     pub logging: LoggingSection,
+    #[serde(default)]
+    pub routing: RoutingSection,
+}
+
+/// `[routing]`: how `model="auto"` decides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    /// Default quality bar: a number in [0, 1] or `economy` / `balanced` / `premium`.
+    pub default_quality: Option<QualitySetting>,
+    /// The baseline model for savings (default: the best-quality candidate for the task).
+    pub reference_model: Option<String>,
+    /// Models `auto` may choose (default: every routable chat model).
+    pub candidates: Option<Vec<String>>,
+    /// Quality estimates overriding the built-in priors.
+    #[serde(default)]
+    pub quality: Vec<QualityOverrideSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum QualitySetting {
+    Number(f64),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityOverrideSection {
+    pub model: String,
+    pub task: String,
+    pub mean: f64,
+    pub std: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +312,7 @@ pub struct Config {
     /// Models added or overridden by config (applied on top of the built-in catalog).
     pub models: Vec<ModelEntry>,
     pub logging: LoggingConfig,
+    pub routing: crate::routing::RoutingConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -781,6 +815,60 @@ impl FileConfig {
             });
         }
 
+        // routing
+        let mut routing = crate::routing::RoutingConfig::default();
+        if let Some(q) = &self.routing.default_quality {
+            let parsed = match q {
+                QualitySetting::Number(n) => crate::routing::parse_bar(&n.to_string()),
+                QualitySetting::Name(s) => crate::routing::parse_bar(s),
+            };
+            match parsed {
+                Some((v, tier)) => {
+                    routing.default_bar = v;
+                    routing.default_tier = tier;
+                }
+                None => issues.push(
+                    "routing.default_quality",
+                    "expected a number between 0 and 1 or one of economy, balanced, premium",
+                ),
+            }
+        }
+        routing.reference_model = self.routing.reference_model.clone();
+        routing.candidates = self.routing.candidates.clone();
+        for (i, q) in self.routing.quality.iter().enumerate() {
+            let path = format!("routing.quality[{i}]");
+            let Some(task) = kairos_router::TaskType::parse(&q.task) else {
+                issues.push(
+                    format!("{path}.task"),
+                    format!(
+                        "unknown task `{}`; expected one of: {}",
+                        q.task,
+                        kairos_router::TaskType::ALL.map(|t| t.as_str()).join(", ")
+                    ),
+                );
+                continue;
+            };
+            let std = q.std.unwrap_or(0.05);
+            if !(q.mean.is_finite() && (0.0..=1.0).contains(&q.mean)) {
+                issues.push(format!("{path}.mean"), "must be between 0 and 1");
+                continue;
+            }
+            if !(std.is_finite() && std > 0.0 && std <= 1.0) {
+                issues.push(format!("{path}.std"), "must be above 0 and at most 1");
+                continue;
+            }
+            routing.quality_overrides.push((
+                q.model.clone(),
+                task,
+                kairos_router::quality::QualityEstimate {
+                    mean: q.mean,
+                    std,
+                    n_equiv: (q.mean * (1.0 - q.mean) / (std * std)).max(1.0),
+                    source: "config".into(),
+                },
+            ));
+        }
+
         if !issues.0.is_empty() {
             return Err(ConfigErrors(issues.0));
         }
@@ -794,6 +882,7 @@ impl FileConfig {
             providers,
             models,
             logging,
+            routing,
         })
     }
 }

@@ -56,6 +56,14 @@ pub enum ClientError {
     UnsupportedMediaType,
     NotFound,
     MethodNotAllowed,
+    /// `model="auto"` found no model to route to (strict bar unmet, nothing allowed, ...).
+    NoRoute {
+        message: String,
+    },
+    /// A receipt or other object that does not exist or is not the caller's.
+    ObjectNotFound {
+        message: String,
+    },
 }
 
 /// The upstream failed.
@@ -127,6 +135,8 @@ impl ClientError {
             }
             ClientError::NotFound => "no such route".to_owned(),
             ClientError::MethodNotAllowed => "method not allowed on this route".to_owned(),
+            ClientError::NoRoute { message } => format!("routing failed: {message}"),
+            ClientError::ObjectNotFound { message } => message.clone(),
         }
     }
 }
@@ -181,6 +191,13 @@ impl GatewayError {
         })
     }
 
+    /// A 404 for an object that does not exist (or that the caller may not see).
+    pub fn invalid_not_found(message: impl Into<String>) -> Self {
+        GatewayError::Client(ClientError::ObjectNotFound {
+            message: message.into(),
+        })
+    }
+
     pub fn origin(&self) -> Origin {
         match self {
             GatewayError::Client(_) => Origin::Client,
@@ -202,6 +219,8 @@ impl GatewayError {
                 ClientError::UnsupportedMediaType => "caller_unsupported_media_type",
                 ClientError::NotFound => "caller_not_found",
                 ClientError::MethodNotAllowed => "caller_method_not_allowed",
+                ClientError::NoRoute { .. } => "caller_no_route",
+                ClientError::ObjectNotFound { .. } => "caller_object_not_found",
             },
             GatewayError::Upstream(u) => match u {
                 UpstreamFailure::Status(e) => e.kind.as_str(),
@@ -234,6 +253,8 @@ impl GatewayError {
                 ClientError::BodyTooLarge { .. } => 413,
                 ClientError::UnsupportedMediaType => 415,
                 ClientError::MethodNotAllowed => 405,
+                ClientError::NoRoute { .. } => 422,
+                ClientError::ObjectNotFound { .. } => 404,
             },
             GatewayError::Upstream(u) => match u {
                 UpstreamFailure::Status(e) => match e.kind {
@@ -288,7 +309,7 @@ impl GatewayError {
     /// The OpenAI error `type`.
     pub fn openai_type(&self) -> &'static str {
         match self.status() {
-            400 | 404 | 405 | 413 | 415 => "invalid_request_error",
+            400 | 404 | 405 | 413 | 415 | 422 => "invalid_request_error",
             401 => "authentication_error",
             429 => match self {
                 GatewayError::Upstream(UpstreamFailure::Status(e))

@@ -140,6 +140,7 @@ pub struct Gateway {
     catalog: Catalog,
     pub(crate) client: HttpClient,
     pub(crate) ledger: LedgerHandle,
+    pub(crate) router: crate::routing::Router,
     master_key_hash: [u8; 32],
     pub(crate) limits: Limits,
 }
@@ -222,6 +223,7 @@ impl Gateway {
             catalog,
             client,
             ledger,
+            router: crate::routing::Router::new(cfg.routing.clone()),
             master_key_hash: Sha256::digest(master_key.expose_secret().as_bytes()).into(),
             limits: Limits {
                 max_response_bytes: 64 * 1024 * 1024,
@@ -232,6 +234,15 @@ impl Gateway {
 
     pub fn ledger(&self) -> &LedgerHandle {
         &self.ledger
+    }
+
+    /// Every routable model once, sorted by id.
+    pub fn listing(&self) -> &[Resolved] {
+        &self.listing
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     pub fn provider_names(&self) -> Vec<String> {

@@ -9,5 +9,6 @@ pub mod gateway;
 pub mod messages;
 pub mod pipeline;
 pub mod record;
+pub mod routing;
 pub mod stream;
 pub mod tokens;

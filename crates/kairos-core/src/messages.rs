@@ -16,11 +16,11 @@ use kairos_providers::anthropic::{
 };
 use kairos_providers::client::read_body;
 
-use crate::catalog::ModelMode;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, Resolved};
 use crate::pipeline::{ChatReply, ReplyMeta};
 use crate::record::{PromptSource, Recorder, Tokens};
+use crate::routing::RouteOptions;
 use crate::stream::{EventReader, NativeStream};
 
 pub enum MessagesReply {
@@ -80,16 +80,24 @@ impl Gateway {
     pub async fn messages(
         &self,
         mut rec: Recorder,
-        req: MessagesRequest,
+        mut req: MessagesRequest,
         beta: Option<String>,
+        opts: RouteOptions,
     ) -> Result<MessagesReply, GatewayError> {
         rec.set_requested(&req.model, req.is_stream());
         if let Some(u) = req.metadata.as_ref().and_then(|m| m.user_id.clone()) {
             rec.set_end_user(Some(u));
         }
+        // Gateway options never travel upstream.
+        let kairos = req.extra.remove("kairos");
+        let routing_view = Arc::new({
+            let mut ir = messages_to_chat_for_routing(&req);
+            ir.kairos = kairos;
+            ir
+        });
         let prepared = async {
             validate(&req)?;
-            let r = self.resolve(&req.model, ModelMode::Chat)?;
+            let r = self.resolve_or_route(&mut rec, &routing_view, opts)?;
             rec.set_served(&r.provider.name, &r.entry.id, r.entry.price);
             Ok::<Resolved, GatewayError>(r)
         }
@@ -102,9 +110,7 @@ impl Gateway {
             }
         };
         if r.provider.api() == ApiKind::Anthropic {
-            rec.set_prompt(PromptSource::Chat(Arc::new(messages_to_chat_for_routing(
-                &req,
-            ))));
+            rec.set_prompt(PromptSource::Chat(routing_view));
             return match self.native(&mut rec, &req, &r, beta.as_deref()).await {
                 Ok(MessagesReply::NativeStream(mut s, meta)) => {
                     s.rec = Some(rec);
@@ -128,9 +134,8 @@ impl Gateway {
                 return Err(e);
             }
         };
-        // The canonical request keeps the caller's model name: `chat` resolves it again
-        // (cheap) and records everything like any chat request.
-        self.chat(rec, ir).await.map(MessagesReply::Translated)
+        let result = self.chat_resolved(&mut rec, ir, r).await;
+        Self::settle(rec, result).map(MessagesReply::Translated)
     }
 
     async fn native(

@@ -26,6 +26,7 @@ use crate::catalog::ModelMode;
 use crate::error::{ClientError, GatewayError, UpstreamFailure};
 use crate::gateway::{Gateway, Resolved};
 use crate::record::{PromptSource, Recorder, Tokens};
+use crate::routing::RouteOptions;
 pub use crate::stream::{ChatStream, EventReader, NativeStream};
 
 /// Facts about a reply the server puts in response headers.
@@ -40,6 +41,9 @@ pub struct ReplyMeta {
     /// Unknown request fields not forwarded because the upstream is not OpenAI-compatible.
     pub dropped_params: Vec<String>,
     pub attempts: u32,
+    /// Set when the request was routed (`model="auto"`): the classified task. The receipt id
+    /// is the request id.
+    pub task: Option<&'static str>,
 }
 
 pub enum ChatReply {
@@ -341,6 +345,7 @@ impl Gateway {
         &self,
         mut rec: Recorder,
         req: ChatCompletionRequest,
+        opts: RouteOptions,
     ) -> Result<ChatReply, GatewayError> {
         rec.set_requested(&req.model, req.is_stream());
         let end_user = req.user.clone();
@@ -349,7 +354,15 @@ impl Gateway {
             .as_ref()
             .map(|m| serde_json::Value::Object(m.clone()));
         merge_attribution(&mut rec, md, end_user);
-        let result = self.chat_inner(&mut rec, req).await;
+        let result = self.chat_inner(&mut rec, req, opts).await;
+        Self::settle(rec, result)
+    }
+
+    /// Hand the recorder on: complete replies and errors write the row now, a stream carries it.
+    pub(crate) fn settle(
+        rec: Recorder,
+        result: Result<Dispatched, GatewayError>,
+    ) -> Result<ChatReply, GatewayError> {
         match result {
             Ok(Dispatched::Complete(resp, meta)) => {
                 rec.finish_ok(200);
@@ -370,9 +383,46 @@ impl Gateway {
         &self,
         rec: &mut Recorder,
         req: ChatCompletionRequest,
+        opts: RouteOptions,
     ) -> Result<Dispatched, GatewayError> {
         validate_chat(&req)?;
-        let resolved = self.resolve(&req.model, ModelMode::Chat)?;
+        let resolved = self.resolve_or_route(rec, &req, opts)?;
+        self.chat_resolved(rec, req, resolved).await
+    }
+
+    /// Stage 5: a pinned model is resolved; `auto` is classified and routed, and its receipt
+    /// recorded on the request's row (also when routing fails).
+    pub(crate) fn resolve_or_route(
+        &self,
+        rec: &mut Recorder,
+        req: &ChatCompletionRequest,
+        opts: RouteOptions,
+    ) -> Result<Resolved, GatewayError> {
+        if !crate::routing::is_auto(&req.model) {
+            return self.resolve(&req.model, ModelMode::Chat);
+        }
+        let opts = opts.with_body(req.kairos.as_ref())?;
+        match self.route_auto(req, &opts, rec.id()) {
+            Ok((resolved, receipt)) => {
+                rec.set_receipt(&receipt);
+                Ok(resolved)
+            }
+            Err((e, receipt)) => {
+                if let Some(r) = receipt {
+                    rec.set_receipt(&r);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stages 6-9 for a chat request whose target is known.
+    pub(crate) async fn chat_resolved(
+        &self,
+        rec: &mut Recorder,
+        req: ChatCompletionRequest,
+        resolved: Resolved,
+    ) -> Result<Dispatched, GatewayError> {
         rec.set_served(
             &resolved.provider.name,
             &resolved.entry.id,
@@ -430,6 +480,7 @@ impl Gateway {
             cost_micros: None,
             dropped_params,
             attempts: 1,
+            task: rec.task(),
         }
     }
 
@@ -601,7 +652,7 @@ pub(crate) fn usd(micros: u64) -> f64 {
     micros as f64 / 1_000_000.0
 }
 
-enum Dispatched {
+pub(crate) enum Dispatched {
     Complete(Box<ChatCompletion>, ReplyMeta),
     Stream(Box<ChatStream>, ReplyMeta),
 }

@@ -145,6 +145,7 @@ pub struct Recorder {
     output_text: String,
     prompt: PromptSource,
     metadata: serde_json::Map<String, serde_json::Value>,
+    task: Option<&'static str>,
     finished: bool,
 }
 
@@ -182,6 +183,7 @@ impl Recorder {
             output_text: String::new(),
             prompt: PromptSource::None,
             metadata: serde_json::Map::new(),
+            task: None,
             finished: false,
         }
     }
@@ -211,6 +213,18 @@ impl Recorder {
                 self.metadata.insert(k, v);
             }
         }
+    }
+
+    /// Keep the routing receipt (and its task) on the row.
+    pub fn set_receipt(&mut self, r: &kairos_router::receipt::Receipt) {
+        self.task = Some(r.classification.task.as_str());
+        self.row.task = Some(r.classification.task.as_str().to_owned());
+        self.row.receipt = serde_json::to_string(r).ok();
+    }
+
+    /// The classified task, when the request was routed.
+    pub fn task(&self) -> Option<&'static str> {
+        self.task
     }
 
     pub fn set_end_user(&mut self, end_user: Option<String>) {

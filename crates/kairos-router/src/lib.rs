@@ -4,8 +4,10 @@
 //! so routing is unit- and property-testable and `POST /v1/route` can run it without a model.
 
 pub mod classifier;
+pub mod eval;
 pub mod funnel;
 pub mod quality;
+pub mod receipt;
 pub mod task;
 
 pub use task::TaskType;

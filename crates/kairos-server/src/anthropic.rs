@@ -44,7 +44,14 @@ pub async fn messages(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let message_id = format!("msg_{}", id.replace('-', ""));
-    match st.gateway.messages(rec, req, beta).await {
+    let opts = match crate::routes::route_options(&headers) {
+        Ok(o) => o,
+        Err(e) => {
+            rec.finish_err(&e);
+            return error_response(&e, Shape::Anthropic, Some(&id));
+        }
+    };
+    match st.gateway.messages(rec, req, beta, opts).await {
         Ok(MessagesReply::NativeComplete(bytes, meta)) => {
             let mut r = json_response(StatusCode::OK, bytes);
             meta_headers(r.headers_mut(), &meta, &trace);

@@ -18,6 +18,8 @@ pub const X_COST: HeaderName = HeaderName::from_static("x-kairos-cost-usd");
 pub const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-kairos-attempts");
 pub const X_ERROR_SOURCE: HeaderName = HeaderName::from_static("x-kairos-error-source");
 pub const X_DROPPED: HeaderName = HeaderName::from_static("x-kairos-dropped-params");
+pub const X_RECEIPT_ID: HeaderName = HeaderName::from_static("x-kairos-receipt-id");
+pub const X_TASK: HeaderName = HeaderName::from_static("x-kairos-task");
 
 /// Which API shape the caller speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

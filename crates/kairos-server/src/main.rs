@@ -4,6 +4,7 @@
 //! kairos serve [--config kairos.toml] [--demo]   run the gateway
 //! kairos config check kairos.toml                validate a config file, report every problem
 //! kairos mock-upstream [--listen ADDR]           run the mock provider (tests, benchmarks, demo)
+//! kairos eval routing --data FILE.jsonl          replay a dataset through the router (offline)
 //! ```
 
 use std::io::Write;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kairos_core::config::FileConfig;
 use kairos_core::env::ProcessEnv;
+use kairos_server::eval_cmd::EvalCmd;
 use kairos_server::startup::{StartOptions, start};
 
 /// mimalloc instead of glibc malloc: allocator calls were ~15% of the gateway's CPU under load
@@ -48,6 +50,21 @@ enum Cmd {
     Config {
         #[command(subcommand)]
         cmd: ConfigCmd,
+    },
+    /// Print a routing receipt readably (reads the ledger database of the given config).
+    Receipt {
+        /// The request id (`x-kairos-receipt-id`).
+        id: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offline evaluation.
+    Eval {
+        #[command(subcommand)]
+        cmd: EvalCmd,
     },
     /// Run the mock upstream on its own (benchmarks, manual tests).
     MockUpstream {
@@ -205,6 +222,8 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Cmd::Serve { config, demo } => serve(config, demo).await,
+        Cmd::Receipt { id, config, json } => receipt(&id, config, json).await,
+        Cmd::Eval { cmd } => kairos_server::eval_cmd::run(cmd),
     }
 }
 
@@ -282,5 +301,56 @@ async fn serve(config: Option<PathBuf>, demo: bool) -> ExitCode {
         dropped = stats.dropped,
         "stopped"
     );
+    ExitCode::SUCCESS
+}
+
+async fn receipt(id: &str, config: Option<PathBuf>, json: bool) -> ExitCode {
+    let file = match &config {
+        Some(path) => FileConfig::load(path),
+        None => Ok(FileConfig::from_env(&ProcessEnv)),
+    };
+    let cfg = match file.and_then(|f| f.validate(&ProcessEnv)) {
+        Ok(c) => c,
+        Err(e) => {
+            err(&format!("kairos: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = kairos_server::startup::database_url(&cfg);
+    let store = match kairos_store::Store::connect(&url).await {
+        Ok(s) => s,
+        Err(e) => {
+            err(&format!("kairos: cannot open the ledger: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut catalog = kairos_core::catalog::Catalog::builtin();
+    for m in &cfg.models {
+        catalog.insert(m.clone());
+    }
+    let row = match store.get_request(id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            err(&format!("kairos: no request `{id}` in the ledger"));
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            err(&format!("kairos: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(r) = kairos_core::routing::receipt_from_row(&row, &catalog) else {
+        err(&format!(
+            "kairos: request `{id}` was not routed (model `{}`): no receipt",
+            row.requested_model
+        ));
+        return ExitCode::FAILURE;
+    };
+    if json {
+        out(&serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        out(&format!("receipt {id}"));
+        out(&r.summary());
+    }
     ExitCode::SUCCESS
 }

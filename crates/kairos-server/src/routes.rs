@@ -17,12 +17,14 @@ use kairos_core::error::{ClientError, GatewayError, InternalError};
 use kairos_core::gateway::Gateway;
 use kairos_core::pipeline::{ChatReply, ChatStream, ReplyMeta, request_info};
 use kairos_core::record::{InboundApi, Recorder, RouteKind};
+use kairos_core::routing::{RouteOptions, check_cost, parse_bar, receipt_from_row};
+use kairos_router::funnel::BarSource;
 use kairos_store::Store;
 
 use crate::http::{
-    Shape, X_ATTEMPTS, X_COST, X_DROPPED, X_MODEL, X_PROVIDER, X_REQUEST_ID, X_TRACE_ID,
-    check_json_content_type, error_body, error_response, format_usd, parse_json, presented_key,
-    read_limited, set,
+    Shape, X_ATTEMPTS, X_COST, X_DROPPED, X_MODEL, X_PROVIDER, X_RECEIPT_ID, X_REQUEST_ID, X_TASK,
+    X_TRACE_ID, check_json_content_type, error_body, error_response, format_usd, parse_json,
+    presented_key, read_limited, set,
 };
 
 /// Everything the handlers share.
@@ -59,6 +61,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/messages", post(crate::anthropic::messages))
         .route("/v1/embeddings", post(embeddings))
         .route("/embeddings", post(embeddings))
+        .route("/v1/route", post(dry_run))
+        .route("/v1/receipts/{id}", get(receipt))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .route("/healthz", get(healthz))
@@ -229,8 +233,52 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Routing options from `x-kairos-quality` (0-1 or economy/balanced/premium),
+/// `x-kairos-max-cost-usd`, `x-kairos-strict` and `x-kairos-route: off`.
+pub(crate) fn route_options(h: &HeaderMap) -> Result<RouteOptions, GatewayError> {
+    let text = |name: &str| -> Result<Option<&str>, GatewayError> {
+        match h.get(name) {
+            None => Ok(None),
+            Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
+                GatewayError::invalid(format!("`{name}` is not valid text"), Some(name))
+            }),
+        }
+    };
+    let mut o = RouteOptions::default();
+    if let Some(q) = text("x-kairos-quality")? {
+        let (v, tier) = parse_bar(q).ok_or_else(|| {
+            GatewayError::invalid(
+                "`x-kairos-quality` must be a number between 0 and 1 or one of economy, balanced, premium",
+                Some("x-kairos-quality"),
+            )
+        })?;
+        o.bar = Some((v, tier, BarSource::Header));
+    }
+    if let Some(c) = text("x-kairos-max-cost-usd")? {
+        let v: f64 = c.parse().map_err(|_| {
+            GatewayError::invalid(
+                "`x-kairos-max-cost-usd` must be a number",
+                Some("x-kairos-max-cost-usd"),
+            )
+        })?;
+        check_cost(v, "x-kairos-max-cost-usd")?;
+        o.max_cost_usd = Some(v);
+    }
+    if let Some(s) = text("x-kairos-strict")? {
+        o.strict = matches!(s, "1" | "true" | "yes" | "on");
+    }
+    if let Some(r) = text("x-kairos-route")? {
+        o.disabled = matches!(r, "0" | "false" | "no" | "off");
+    }
+    Ok(o)
+}
+
 pub(crate) fn meta_headers(h: &mut HeaderMap, meta: &ReplyMeta, trace_id: &str) {
     set(h, X_REQUEST_ID, &meta.request_id);
+    if let Some(task) = meta.task {
+        set(h, X_RECEIPT_ID, &meta.request_id);
+        set(h, X_TASK, task);
+    }
     set(h, X_TRACE_ID, trace_id);
     set(h, X_MODEL, &meta.model);
     set(h, X_PROVIDER, &meta.provider);
@@ -266,7 +314,14 @@ async fn chat_completions(
     let id = rec.id().to_owned();
     let trace = rec.trace_id().to_owned();
     let wants_usage = req.wants_usage_in_stream();
-    match st.gateway.chat(rec, req).await {
+    let opts = match route_options(&headers) {
+        Ok(o) => o,
+        Err(e) => {
+            rec.finish_err(&e);
+            return error_response(&e, Shape::OpenAi, Some(&id));
+        }
+    };
+    match st.gateway.chat(rec, req, opts).await {
         Ok(ChatReply::Complete(resp, meta)) => {
             let mut body = Vec::with_capacity(1024);
             let _ = serde_json::to_writer(&mut body, &resp);
@@ -423,6 +478,85 @@ async fn model(
                 model: kairos_core::pipeline::clip(&id, 200),
                 hint: None,
             }),
+            Shape::OpenAi,
+            None,
+        ),
+    }
+}
+
+/// `POST /v1/route`: the routing receipt for a chat request, without calling any model.
+async fn dry_run(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
+    if let Err(r) = authorized(&st, &headers) {
+        return r;
+    }
+    let parsed = async {
+        check_json_content_type(&headers)?;
+        let bytes = read_limited(&headers, body, st.max_body_bytes).await?;
+        let req: ChatCompletionRequest = parse_json(&bytes)?;
+        let opts = route_options(&headers)?;
+        st.gateway.dry_run(&req, opts)
+    }
+    .await;
+    match parsed {
+        Ok(receipt) => {
+            let mut v = serde_json::to_value(&receipt).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "summary".into(),
+                    serde_json::Value::String(receipt.summary()),
+                );
+            }
+            json_response(StatusCode::OK, Bytes::from(v.to_string()))
+        }
+        Err(e) => error_response(&e, Shape::OpenAi, None),
+    }
+}
+
+/// `GET /v1/receipts/{id}`: a routed request's receipt, to the key that made the request or an
+/// admin. Rows are written off the request path, so a receipt appears within milliseconds of the
+/// response (404 until then).
+async fn receipt(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response<Body> {
+    let principal = match st.gateway.authenticate(presented_key(&headers)) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e, Shape::OpenAi, None),
+    };
+    let not_found = || {
+        error_response(
+            &GatewayError::invalid_not_found(format!(
+                "no receipt `{}`",
+                kairos_core::pipeline::clip(&id, 64)
+            )),
+            Shape::OpenAi,
+            None,
+        )
+    };
+    if id.len() > 64 {
+        return not_found();
+    }
+    match st.store.get_request(&id).await {
+        Ok(Some(row)) if principal.admin || row.key_id == principal.key_id => {
+            match receipt_from_row(&row, st.gateway.catalog()) {
+                Some(r) => {
+                    let mut v = serde_json::to_value(&r).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("summary".into(), serde_json::Value::String(r.summary()));
+                    }
+                    json_response(StatusCode::OK, Bytes::from(v.to_string()))
+                }
+                None => not_found(),
+            }
+        }
+        Ok(_) => not_found(),
+        Err(_) => error_response(
+            &GatewayError::Internal(InternalError::Unavailable("the ledger database".into())),
             Shape::OpenAi,
             None,
         ),

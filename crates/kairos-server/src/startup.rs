@@ -198,6 +198,17 @@ fn add_demo(cfg: &mut Config, url: &str) {
     }
 }
 
+/// The ledger database: `storage.database_url`, else SQLite in the data dir.
+pub fn database_url(cfg: &Config) -> String {
+    match &cfg.storage.database_url {
+        Some(u) => u.expose_secret().to_owned(),
+        None => format!(
+            "sqlite://{}?mode=rwc",
+            cfg.storage.data_dir.join("kairos.db").display()
+        ),
+    }
+}
+
 pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, StartError> {
     std::fs::create_dir_all(&cfg.storage.data_dir).map_err(|source| StartError::DataDir {
         path: cfg.storage.data_dir.display().to_string(),
@@ -222,14 +233,7 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
         None
     };
 
-    let url = match &cfg.storage.database_url {
-        Some(u) => u.expose_secret().to_owned(),
-        None => format!(
-            "sqlite://{}?mode=rwc",
-            cfg.storage.data_dir.join("kairos.db").display()
-        ),
-    };
-    let store = Store::connect(&url).await?;
+    let store = Store::connect(&database_url(&cfg)).await?;
     let (ledger, writer) = LedgerWriter::spawn(
         store.clone(),
         LedgerWriterConfig {

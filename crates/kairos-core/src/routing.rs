@@ -1,0 +1,423 @@
+//! Stage 5 for `model="auto"` (also `kairos/auto`): classify, build the candidate list, run the
+//! funnel ([`kairos_router::funnel::route`]) and write the receipt.
+//!
+//! Everything the decision depends on is passed in (request, options, catalog, quality table,
+//! config), so the same code serves live requests and the dry run (`POST /v1/route`).
+
+use kairos_api::openai::{
+    ChatCompletionRequest, ContentPart, MessageContent, ResponseFormat, Role,
+};
+use kairos_router::TaskType;
+use kairos_router::classifier::{Classifier, ClassifierInput};
+use kairos_router::funnel::{BarSource, Candidate, Prices, RouteInput, route};
+use kairos_router::quality::{QualityEstimate, QualityTable, Tier, expected_output_tokens};
+use kairos_router::receipt::{
+    BarInfo, ClassificationInfo, Receipt, ReceiptContext, Sources, TaskProb, TokenEstimate,
+};
+use serde::Deserialize;
+
+use crate::catalog::ModelMode;
+use crate::error::{ClientError, GatewayError};
+use crate::gateway::{Gateway, Resolved};
+
+/// The model names that ask for routing.
+pub fn is_auto(model: &str) -> bool {
+    model == "auto" || model == "kairos/auto"
+}
+
+/// Deployment routing settings (`[routing]` in the config file).
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    pub default_bar: f64,
+    pub default_tier: Option<String>,
+    /// The baseline for savings; None: the best-quality candidate for the task.
+    pub reference_model: Option<String>,
+    /// Models `auto` may choose; None: every routable chat model.
+    pub candidates: Option<Vec<String>>,
+    /// Quality estimates overriding the built-in priors.
+    pub quality_overrides: Vec<(String, TaskType, QualityEstimate)>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            default_bar: Tier::Balanced.bar(),
+            default_tier: Some("balanced".into()),
+            reference_model: None,
+            candidates: None,
+            quality_overrides: Vec::new(),
+        }
+    }
+}
+
+/// A quality bar given as a number in [0, 1] or a tier name.
+pub fn parse_bar(s: &str) -> Option<(f64, Option<String>)> {
+    let s = s.trim();
+    if let Ok(t) = s.parse::<Tier>() {
+        return Some((t.bar(), Some(s.to_ascii_lowercase())));
+    }
+    let v: f64 = s.parse().ok()?;
+    (v.is_finite() && (0.0..=1.0).contains(&v)).then_some((v, None))
+}
+
+/// Per-request routing options, from `x-kairos-*` headers and the body's `kairos` object
+/// (body wins).
+#[derive(Debug, Clone, Default)]
+pub struct RouteOptions {
+    pub bar: Option<(f64, Option<String>, BarSource)>,
+    pub max_cost_usd: Option<f64>,
+    pub models: Option<Vec<String>>,
+    pub strict: bool,
+    /// `false`: routing off, the reference model serves.
+    pub disabled: bool,
+}
+
+/// The body's `kairos` object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BodyOptions {
+    quality: Option<serde_json::Value>,
+    max_cost_usd: Option<f64>,
+    models: Option<Vec<String>>,
+    strict: Option<bool>,
+    route: Option<bool>,
+}
+
+impl RouteOptions {
+    /// Merge the body's `kairos` options over these (header) options.
+    pub fn with_body(
+        mut self,
+        body: Option<&serde_json::Value>,
+    ) -> Result<RouteOptions, GatewayError> {
+        let Some(v) = body else { return Ok(self) };
+        let b: BodyOptions = serde_json::from_value(v.clone()).map_err(|e| {
+            GatewayError::invalid(format!("invalid `kairos` options: {e}"), Some("kairos"))
+        })?;
+        if let Some(q) = b.quality {
+            let parsed = match &q {
+                serde_json::Value::Number(n) => n.as_f64().and_then(|f| parse_bar(&f.to_string())),
+                serde_json::Value::String(s) => parse_bar(s),
+                _ => None,
+            };
+            let (v, tier) = parsed.ok_or_else(|| {
+                GatewayError::invalid(
+                    "`kairos.quality` must be a number between 0 and 1 or one of economy, balanced, premium",
+                    Some("kairos.quality"),
+                )
+            })?;
+            self.bar = Some((v, tier, BarSource::Body));
+        }
+        if let Some(c) = b.max_cost_usd {
+            check_cost(c, "kairos.max_cost_usd")?;
+            self.max_cost_usd = Some(c);
+        }
+        if let Some(m) = b.models {
+            if m.is_empty() || m.len() > 256 {
+                return Err(GatewayError::invalid(
+                    "`kairos.models` must list 1 to 256 models",
+                    Some("kairos.models"),
+                ));
+            }
+            self.models = Some(m);
+        }
+        if let Some(s) = b.strict {
+            self.strict = s;
+        }
+        if let Some(r) = b.route {
+            self.disabled = !r;
+        }
+        Ok(self)
+    }
+}
+
+/// A USD ceiling must be a finite, non-negative amount.
+pub fn check_cost(c: f64, param: &str) -> Result<(), GatewayError> {
+    if c.is_finite() && c >= 0.0 && c < 1.0e6 {
+        Ok(())
+    } else {
+        Err(GatewayError::invalid(
+            format!("`{param}` must be a USD amount of at least 0"),
+            Some(param),
+        ))
+    }
+}
+
+/// What the classifier reads from a request.
+fn classifier_input(req: &ChatCompletionRequest) -> (String, String, usize, bool) {
+    let mut system = String::new();
+    let mut last_user = String::new();
+    let mut chars = 0;
+    let mut images = false;
+    for m in &req.messages {
+        let Some(c) = &m.content else { continue };
+        let text = c.text();
+        chars += text.len();
+        images |= match c {
+            MessageContent::Parts(p) => p.iter().any(|x| matches!(x, ContentPart::ImageUrl { .. })),
+            MessageContent::Text(_) => false,
+        };
+        match m.role {
+            Role::System | Role::Developer => {
+                if !system.is_empty() {
+                    system.push('\n');
+                }
+                system.push_str(&text);
+            }
+            Role::User => last_user = text.into_owned(),
+            Role::Assistant | Role::Tool | Role::Function => {}
+        }
+    }
+    (system, last_user, chars, images)
+}
+
+/// A cheap input-token estimate for routing (≈ 4 characters per token; the ledger later records
+/// the provider's real count).
+fn estimate_input_tokens(chars: usize, req: &ChatCompletionRequest) -> u64 {
+    let tools = req
+        .tools
+        .as_ref()
+        .map_or(0, |t| serde_json::to_string(t).map_or(0, |s| s.len()));
+    ((chars + tools) as u64).div_ceil(4) + 4 * req.messages.len() as u64
+}
+
+/// The state routing runs on.
+pub struct Router {
+    pub config: RoutingConfig,
+    pub quality: QualityTable,
+}
+
+impl Router {
+    pub fn new(config: RoutingConfig) -> Router {
+        let quality = QualityTable::builtin().with_overrides(config.quality_overrides.clone());
+        Router { config, quality }
+    }
+}
+
+impl Gateway {
+    /// Classify and route `req`; returns the chosen target and the receipt. Fails (with the
+    /// receipt) when nothing can be chosen.
+    pub fn route_auto(
+        &self,
+        req: &ChatCompletionRequest,
+        opts: &RouteOptions,
+        request_id: &str,
+    ) -> Result<(Resolved, Receipt), (GatewayError, Option<Receipt>)> {
+        let router = &self.router;
+        let (system, last_user, chars, has_images) = classifier_input(req);
+        let json_mode = matches!(
+            req.response_format,
+            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+        );
+        let has_tools = req.tools.as_ref().is_some_and(|t| !t.is_empty());
+        let classifier = Classifier::builtin();
+        let cls = classifier.classify(&ClassifierInput {
+            system: &system,
+            last_user: &last_user,
+            context_chars: chars,
+            n_messages: req.messages.len(),
+            has_tools,
+            json_mode,
+            has_images,
+        });
+        let input_tokens = estimate_input_tokens(chars, req);
+        let expected = u64::from(expected_output_tokens(cls.task));
+        let output_tokens = req
+            .output_cap()
+            .map_or(expected, |cap| expected.min(u64::from(cap)));
+        let (bar, tier, bar_source) = match &opts.bar {
+            Some((v, t, s)) => (*v, t.clone(), *s),
+            None => (
+                router.config.default_bar,
+                router.config.default_tier.clone(),
+                BarSource::Default,
+            ),
+        };
+        let max_cost_micros = opts.max_cost_usd.map(|c| (c * 1e6).floor() as u64);
+
+        // Candidates: routable chat models, narrowed by config and by the request.
+        let mut resolved: Vec<Resolved> = Vec::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for r in self.listing() {
+            if r.entry.mode != ModelMode::Chat {
+                continue;
+            }
+            if let Some(list) = &router.config.candidates
+                && !list.iter().any(|m| m == &r.entry.id)
+            {
+                continue;
+            }
+            let allowed = opts.models.as_ref().is_none_or(|m| {
+                m.iter()
+                    .any(|x| x == &r.entry.id || r.entry.aliases.contains(x))
+            });
+            let mut quality = [None; 12];
+            for t in TaskType::ALL {
+                quality[t.index()] = router.quality.get(&r.entry.id, t).map(|q| (q.mean, q.std));
+            }
+            candidates.push(Candidate {
+                model: r.entry.id.clone(),
+                provider: r.provider.name.clone(),
+                prices: r.entry.price.map(|p| Prices {
+                    input: p.input,
+                    output: p.output,
+                }),
+                context_window: r.entry.context_window,
+                tools: r.entry.capabilities.tools,
+                vision: r.entry.capabilities.vision,
+                json_mode: r.entry.capabilities.json_mode,
+                allowed,
+                healthy: true,
+                latency_ms: None,
+                quality,
+            });
+            resolved.push(r.clone());
+        }
+        let mut probs: Vec<(TaskType, f32)> = TaskType::ALL
+            .into_iter()
+            .map(|t| (t, cls.probs[t.index()]))
+            .collect();
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let input = RouteInput {
+            task: cls.task,
+            confidence: cls.confidence,
+            probs: cls.probs,
+            input_tokens,
+            output_tokens,
+            needs_tools: has_tools,
+            needs_vision: has_images,
+            needs_json: json_mode,
+            bar,
+            bar_source,
+            max_cost_micros,
+            strict: opts.strict,
+        };
+        let mut decision = route(&input, &candidates);
+        let ctx = ReceiptContext {
+            request_id,
+            requested_model: &req.model,
+            classification: ClassificationInfo {
+                task: cls.task,
+                confidence: cls.confidence,
+                classifier: classifier.version().to_owned(),
+                top: probs
+                    .iter()
+                    .take(3)
+                    .map(|(t, p)| TaskProb { task: *t, p: *p })
+                    .collect(),
+            },
+            bar: BarInfo {
+                value: bar,
+                source: bar_source,
+                tier,
+            },
+            max_cost_micros,
+            strict: opts.strict,
+            estimate: TokenEstimate {
+                input_tokens,
+                output_tokens,
+            },
+            reference_model: router.config.reference_model.as_deref(),
+            sources: Sources {
+                quality: router.quality.source().to_owned(),
+                prices: self
+                    .catalog()
+                    .source()
+                    .map(|s| format!("{} ({})", s.name, s.version))
+                    .unwrap_or_else(|| "config".into()),
+            },
+        };
+        if opts.disabled {
+            // Routing off: the reference model serves (configured, else best expected quality).
+            let mut receipt = Receipt::new(ctx, &decision);
+            receipt.routed = false;
+            let Some(reference) = receipt.reference.as_ref().map(|r| r.model.clone()) else {
+                return Err((
+                    no_route("routing is off and there is no reference model"),
+                    Some(receipt),
+                ));
+            };
+            let idx = candidates.iter().position(|c| c.model == reference);
+            receipt.chosen = Some(reference.clone());
+            return match idx {
+                Some(i) => Ok((resolved[i].clone(), receipt)),
+                None => Err((
+                    no_route("the reference model is not routable"),
+                    Some(receipt),
+                )),
+            };
+        }
+        let chosen = decision.chosen;
+        let receipt = Receipt::new(ctx, &decision);
+        match chosen {
+            Some(i) => {
+                decision.chosen = Some(i);
+                Ok((resolved[i].clone(), receipt))
+            }
+            None => {
+                let why = if candidates.is_empty() {
+                    "no model is available for routing (none configured, or none allowed)"
+                } else if opts.strict {
+                    "no model meets the quality bar and the cost ceiling (strict routing)"
+                } else {
+                    "no model passed the capability, policy and health checks"
+                };
+                Err((no_route(why), Some(receipt)))
+            }
+        }
+    }
+}
+
+fn no_route(why: &str) -> GatewayError {
+    GatewayError::Client(ClientError::NoRoute {
+        message: why.to_owned(),
+    })
+}
+
+impl Gateway {
+    /// `POST /v1/route`: the receipt for `req` without calling any model. The request is routed
+    /// as `auto` whatever its `model` says.
+    pub fn dry_run(
+        &self,
+        req: &ChatCompletionRequest,
+        opts: RouteOptions,
+    ) -> Result<Receipt, GatewayError> {
+        crate::pipeline::validate_chat(req)?;
+        let opts = opts.with_body(req.kairos.as_ref())?;
+        let id = crate::pipeline::new_request_id();
+        match self.route_auto(req, &opts, &id) {
+            Ok((_, receipt)) | Err((_, Some(receipt))) => Ok(receipt),
+            Err((e, None)) => Err(e),
+        }
+    }
+}
+
+/// The receipt stored on a ledger row, with what actually happened filled in (status, tokens,
+/// cost, and the saving against the reference model priced at the actual token counts).
+pub fn receipt_from_row(
+    row: &kairos_store::LedgerRow,
+    catalog: &crate::catalog::Catalog,
+) -> Option<Receipt> {
+    let mut r: Receipt = serde_json::from_str(row.receipt.as_deref()?).ok()?;
+    let cost = row.cost_micros.map(|c| c as f64 / 1e6);
+    let saving = r.reference.as_ref().and_then(|reference| {
+        let entry = catalog.get(&reference.model)?;
+        let t = crate::record::Tokens {
+            input: u64::try_from(row.input_tokens).ok()?,
+            output: u64::try_from(row.output_tokens).ok()?,
+            cached: u64::try_from(row.cached_tokens).ok()?,
+            cache_write: u64::try_from(row.cache_write_tokens).ok()?,
+            reasoning: 0,
+        };
+        let ref_cost = crate::record::cost_micros(entry.price.as_ref(), &t)? as f64 / 1e6;
+        Some(ref_cost - cost?)
+    });
+    r.actual = Some(kairos_router::receipt::Actual {
+        status_code: row.status_code,
+        outcome: row.outcome.clone(),
+        cost_usd: cost,
+        input_tokens: row.input_tokens,
+        output_tokens: row.output_tokens,
+        saving_vs_reference_usd: saving,
+    });
+    Some(r)
+}

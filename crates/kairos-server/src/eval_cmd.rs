@@ -1,0 +1,1217 @@
+//! `kairos eval routing`: replay a dataset of prompts with known per-model outcomes through the
+//! real router and report quality retained against cost saved (see `docs/routing-eval.md`).
+//!
+//! This module is the CLI glue: it reads the JSONL, classifies the prompts with the built-in
+//! classifier, picks the quality estimates (built-in priors, or fitted on a training split),
+//! drives the bar sweep with a progress bar, prints the tables and writes `--json` / `--plot`.
+//! The computations are in [`kairos_router::eval`].
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use kairos_api::openai::{ChatMessage, Role};
+use kairos_core::catalog::Catalog;
+use kairos_router::TaskType;
+use kairos_router::classifier::{Classifier, ClassifierInput};
+use kairos_router::eval::{
+    self, BarRun, FIT_PRIOR_WEIGHT, Line, Model, Outcome, Prompt, QualityRow, Report, TaskRow,
+};
+use kairos_router::funnel::Prices;
+use kairos_router::quality::{QualityTable, expected_output_tokens};
+use serde::{Deserialize, Serialize};
+
+/// `kairos eval ...`
+#[derive(Debug, Subcommand)]
+pub enum EvalCmd {
+    /// Replay prompts with known per-model outcomes through the router at a sweep of quality
+    /// bars; report quality retained vs cost saved (docs/routing-eval.md).
+    Routing(RoutingArgs),
+}
+
+/// `kairos eval routing` options.
+#[derive(Debug, Clone, Args)]
+pub struct RoutingArgs {
+    /// The dataset: JSONL, an optional meta line then one prompt per line (docs/routing-eval.md).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The baseline model [default: the meta line's `reference`, else the best on average].
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// Only route among these models (comma-separated) [default: all the dataset's].
+    #[arg(long, value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+    /// Fit per-(model, task) quality on a training split even when the built-in priors cover
+    /// the models (always done when they do not).
+    #[arg(long)]
+    pub fit: bool,
+    /// Fraction of the prompts used to fit quality estimates; only the rest is evaluated.
+    #[arg(long, default_value_t = 0.5)]
+    pub split: f64,
+    /// Seed of the (hash-based, order-independent) train/test split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of quality bars, evenly spaced over [0, 1].
+    #[arg(long, default_value_t = 101)]
+    pub steps: usize,
+    /// Also write the full report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw quality vs cost (router, single models, oracle, zero router) to this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs `kairos eval ...`; errors are printed to stderr.
+pub fn run(cmd: EvalCmd) -> ExitCode {
+    let EvalCmd::Routing(args) = cmd;
+    match routing(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr().lock(), "kairos eval routing: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dataset
+
+/// The optional first line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaLine {
+    #[serde(rename = "kind")]
+    _kind: serde::de::IgnoredAny,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    models: BTreeMap<String, MetaModel>,
+    #[serde(default)]
+    reference: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaModel {
+    #[serde(default)]
+    input_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    output_usd_per_mtok: Option<f64>,
+}
+
+/// One prompt line. Unknown fields are ignored (keep your own columns, e.g. a subject).
+#[derive(Debug, Deserialize)]
+struct RecordLine {
+    id: String,
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<ChatMessage>>,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    outcomes: BTreeMap<String, OutcomeLine>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeLine {
+    quality: f64,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
+/// What the router sees of a prompt.
+#[derive(Debug, Default)]
+struct Text {
+    system: String,
+    last_user: String,
+    chars: usize,
+    n_messages: usize,
+    has_images: bool,
+}
+
+#[derive(Debug)]
+struct Record {
+    line: usize,
+    id: String,
+    text: Text,
+    task: Option<TaskType>,
+    input_tokens: Option<u64>,
+    outcomes: BTreeMap<String, OutcomeLine>,
+}
+
+/// A parsed dataset: its models (with prices) and prompts, before classification.
+#[derive(Debug)]
+pub struct Dataset {
+    pub name: Option<String>,
+    pub models: Vec<Model>,
+    /// Where each model's prices came from (`meta line` or `catalog`).
+    pub price_sources: Vec<&'static str>,
+    pub reference: usize,
+    records: Vec<Record>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+fn usd_to_micros(usd: f64, what: &str) -> Result<u64, String> {
+    if usd.is_finite() && usd >= 0.0 {
+        Ok((usd * 1e6).round() as u64)
+    } else {
+        Err(format!("{what}: a price must be a number of USD >= 0"))
+    }
+}
+
+fn text_of(r: &RecordLine) -> Result<Text, String> {
+    match (&r.prompt, &r.messages) {
+        (Some(_), Some(_)) => Err("give `prompt` or `messages`, not both".into()),
+        (Some(p), None) => Ok(Text {
+            last_user: p.clone(),
+            chars: p.len(),
+            n_messages: 1,
+            ..Text::default()
+        }),
+        (None, Some(msgs)) => {
+            // As the gateway reads a chat request (kairos_core::routing).
+            let mut t = Text {
+                n_messages: msgs.len(),
+                ..Text::default()
+            };
+            for m in msgs {
+                let Some(c) = &m.content else { continue };
+                let text = c.text();
+                t.chars += text.len();
+                t.has_images |= c.has_images();
+                match m.role {
+                    Role::System | Role::Developer => {
+                        if !t.system.is_empty() {
+                            t.system.push('\n');
+                        }
+                        t.system.push_str(&text);
+                    }
+                    Role::User => t.last_user = text.into_owned(),
+                    Role::Assistant | Role::Tool | Role::Function => {}
+                }
+            }
+            Ok(t)
+        }
+        (None, None) if r.task.is_some() => Ok(Text::default()),
+        (None, None) => {
+            Err("no `prompt` or `messages` to classify (or give a `task` label)".into())
+        }
+    }
+}
+
+/// Parses the JSONL (see `docs/routing-eval.md`). `only`: keep these models; `reference`: the
+/// `--reference` flag. Prices not on the meta line come from `catalog`.
+pub fn parse_dataset(
+    src: &str,
+    catalog: &Catalog,
+    only: Option<&[String]>,
+    reference: Option<&str>,
+) -> Result<Dataset, String> {
+    let mut meta: Option<MetaLine> = None;
+    let mut records = Vec::new();
+    let mut ids = HashSet::new();
+    for (i, raw) in src.lines().enumerate() {
+        let line = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(raw).map_err(|e| format!("line {line}: not JSON: {e}"))?;
+        if v.get("kind").and_then(|k| k.as_str()) == Some("meta") {
+            if meta.is_some() || !records.is_empty() {
+                return Err(format!(
+                    "line {line}: the meta line must be the first line, once"
+                ));
+            }
+            meta = Some(
+                serde_json::from_value(v).map_err(|e| format!("line {line}: meta line: {e}"))?,
+            );
+            continue;
+        }
+        let r: RecordLine = serde_json::from_value(v).map_err(|e| format!("line {line}: {e}"))?;
+        let text = text_of(&r).map_err(|e| format!("line {line} (id {:?}): {e}", r.id))?;
+        let task = match &r.task {
+            Some(t) => Some(TaskType::parse(t).ok_or_else(|| {
+                format!(
+                    "line {line}: unknown task {t:?} (expected one of {})",
+                    TaskType::ALL.map(TaskType::as_str).join(", ")
+                )
+            })?),
+            None => None,
+        };
+        if !ids.insert(r.id.clone()) {
+            return Err(format!("line {line}: duplicate id {:?}", r.id));
+        }
+        for (m, o) in &r.outcomes {
+            if !(o.quality.is_finite() && (0.0..=1.0).contains(&o.quality)) {
+                return Err(format!(
+                    "line {line}: outcome of {m:?}: quality must be in [0, 1]"
+                ));
+            }
+        }
+        records.push(Record {
+            line,
+            id: r.id,
+            text,
+            task,
+            input_tokens: r.input_tokens,
+            outcomes: r.outcomes,
+        });
+    }
+    if records.is_empty() {
+        return Err("no prompts in the dataset".into());
+    }
+    let meta_models = meta.as_ref().map(|m| &m.models);
+    // The models: the meta line's, else every model with an outcome; narrowed by `only`.
+    let mut names: Vec<String> = match meta_models {
+        Some(m) if !m.is_empty() => m.keys().cloned().collect(),
+        _ => records
+            .iter()
+            .flat_map(|r| r.outcomes.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
+    if let Some(only) = only {
+        for o in only {
+            if !names.contains(o) {
+                return Err(format!(
+                    "--models: {o:?} is not a model of the dataset ({})",
+                    names.join(", ")
+                ));
+            }
+        }
+        names.retain(|n| only.contains(n));
+    }
+    if names.is_empty() {
+        return Err("no models".into());
+    }
+    let mut models = Vec::new();
+    let mut price_sources = Vec::new();
+    for name in &names {
+        let given = meta_models.and_then(|m| m.get(name));
+        let catalog_price = catalog.get(name).and_then(|e| e.price);
+        let given = given.map(|g| (g.input_usd_per_mtok, g.output_usd_per_mtok));
+        let (input, output, source) = match (given, catalog_price) {
+            (Some((Some(i), Some(o))), _) => (
+                usd_to_micros(i, name)?,
+                usd_to_micros(o, name)?,
+                "meta line",
+            ),
+            (Some((Some(_), None) | (None, Some(_))), _) => {
+                return Err(format!(
+                    "meta line: {name:?}: give both input_usd_per_mtok and output_usd_per_mtok"
+                ));
+            }
+            (_, Some(p)) => (p.input, p.output, "catalog"),
+            (_, None) => {
+                return Err(format!(
+                    "no price for {name:?}: it is not in the built-in catalog; give input_usd_per_mtok and output_usd_per_mtok on the meta line"
+                ));
+            }
+        };
+        models.push(Model {
+            name: name.clone(),
+            prices: Prices { input, output },
+        });
+        price_sources.push(source);
+    }
+    for r in &records {
+        if let Some(missing) = names.iter().find(|n| !r.outcomes.contains_key(*n)) {
+            return Err(format!(
+                "line {} (id {:?}): no outcome for {missing:?}",
+                r.line, r.id
+            ));
+        }
+    }
+    let wanted = reference
+        .map(str::to_owned)
+        .or_else(|| meta.as_ref().and_then(|m| m.reference.clone()));
+    let reference = match wanted {
+        Some(w) => names.iter().position(|n| *n == w).ok_or_else(|| {
+            format!(
+                "reference model {w:?} is not among the models ({})",
+                names.join(", ")
+            )
+        })?,
+        // The best on average over the whole file (ties: the dearer one).
+        None => {
+            let mean = |m: &str| {
+                records
+                    .iter()
+                    .filter_map(|r| r.outcomes.get(m))
+                    .map(|o| o.quality)
+                    .sum::<f64>()
+            };
+            (0..names.len())
+                .max_by(|&a, &b| {
+                    mean(&names[a])
+                        .total_cmp(&mean(&names[b]))
+                        .then(models[a].prices.input.cmp(&models[b].prices.input))
+                })
+                .unwrap_or(0)
+        }
+    };
+    Ok(Dataset {
+        name: meta.and_then(|m| m.name),
+        models,
+        price_sources,
+        reference,
+        records,
+    })
+}
+
+/// The gateway's input-token estimate (kairos_core::routing): ≈ 4 bytes per token plus 4 per
+/// message.
+fn estimate_input_tokens(t: &Text) -> u64 {
+    (t.chars as u64).div_ceil(4) + 4 * t.n_messages as u64
+}
+
+/// Classifies (or takes the label of) every record and attaches the outcomes in model order.
+fn classify(ds: &Dataset, classifier: &Classifier, progress: &ProgressBar) -> Vec<Prompt> {
+    ds.records
+        .iter()
+        .map(|r| {
+            let (task, confidence, probs) = match r.task {
+                Some(t) => {
+                    let mut p = [0.0; 12];
+                    p[t.index()] = 1.0;
+                    (t, 1.0, p)
+                }
+                None => {
+                    let c = classifier.classify(&ClassifierInput {
+                        system: &r.text.system,
+                        last_user: &r.text.last_user,
+                        context_chars: r.text.chars,
+                        n_messages: r.text.n_messages,
+                        has_tools: false,
+                        json_mode: false,
+                        has_images: r.text.has_images,
+                    });
+                    (c.task, c.confidence, c.probs)
+                }
+            };
+            let est_output_tokens = u64::from(expected_output_tokens(task));
+            let outcomes = ds
+                .models
+                .iter()
+                .map(|m| {
+                    let o = &r.outcomes[&m.name];
+                    Outcome {
+                        quality: o.quality,
+                        output_tokens: o.output_tokens.unwrap_or(est_output_tokens),
+                    }
+                })
+                .collect();
+            progress.inc(1);
+            Prompt {
+                id: r.id.clone(),
+                task,
+                confidence,
+                probs,
+                input_tokens: r
+                    .input_tokens
+                    .unwrap_or_else(|| estimate_input_tokens(&r.text)),
+                est_output_tokens,
+                outcomes,
+            }
+        })
+        .collect()
+}
+
+/// How the router's quality estimates were obtained.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum QualitySource {
+    /// The built-in priors (catalog models); every prompt is evaluated.
+    Priors { provenance: String },
+    /// Fitted per (model, task) on the training split; only the test split is evaluated.
+    Fit {
+        train_fraction: f64,
+        seed: u64,
+        prior_weight: f64,
+    },
+}
+
+/// Built-in priors per model (resolved through the catalog's aliases), if every model has some.
+fn builtin_quality(models: &[Model], catalog: &Catalog) -> Option<Vec<QualityRow>> {
+    let table = QualityTable::builtin();
+    let mut rows = Vec::new();
+    for m in models {
+        let id = catalog
+            .get(&m.name)
+            .map_or(m.name.as_str(), |e| e.id.as_str());
+        let mut row = [None; 12];
+        for t in TaskType::ALL {
+            row[t.index()] = table.get(id, t).map(|q| (q.mean, q.std));
+        }
+        if row.iter().all(Option::is_none) {
+            return None;
+        }
+        rows.push(row);
+    }
+    Some(rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command
+
+/// The `--json` document.
+#[derive(Debug, Serialize)]
+struct JsonReport<'a> {
+    data: String,
+    name: Option<&'a str>,
+    price_sources: Vec<(&'a str, &'static str)>,
+    quality_source: &'a QualitySource,
+    n_train: usize,
+    n_test: usize,
+    steps: usize,
+    /// Per routing task: prompts, observed mean outcome and the router's estimate per model (in
+    /// the order of `report.models`).
+    tasks: &'a [TaskRow],
+    report: &'a Report,
+}
+
+fn progress_bar(len: usize, msg: &'static str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    // Draws on stderr, and only when stderr is a terminal.
+    let pb = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template("{msg:>11} [{bar:40}] {pos}/{len} ({eta})") {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(msg);
+    pb
+}
+
+fn routing(args: &RoutingArgs) -> Result<(), String> {
+    if !(args.split > 0.0 && args.split < 1.0) {
+        return Err("--split must be in (0, 1)".into());
+    }
+    if args.steps < 2 {
+        return Err("--steps must be at least 2".into());
+    }
+    if let Some(p) = &args.plot
+        && !p.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        return Err(format!(
+            "--plot {}: only SVG is supported (name the file *.svg)",
+            p.display()
+        ));
+    }
+    let src = std::fs::read_to_string(&args.data)
+        .map_err(|e| format!("cannot read {}: {e}", args.data.display()))?;
+    let catalog = Catalog::builtin();
+    let ds = parse_dataset(
+        &src,
+        &catalog,
+        args.models.as_deref(),
+        args.reference.as_deref(),
+    )
+    .map_err(|e| format!("{}: {e}", args.data.display()))?;
+
+    let pb = progress_bar(ds.len(), "classifying", args.quiet);
+    let prompts = classify(&ds, Classifier::builtin(), &pb);
+    pb.finish_and_clear();
+
+    let priors = if args.fit {
+        None
+    } else {
+        builtin_quality(&ds.models, &catalog)
+    };
+    let (source, quality, train, test) = match priors {
+        Some(q) => (
+            QualitySource::Priors {
+                provenance: QualityTable::builtin().source().to_owned(),
+            },
+            q,
+            Vec::new(),
+            prompts,
+        ),
+        None => {
+            let (train, test): (Vec<Prompt>, Vec<Prompt>) = prompts
+                .into_iter()
+                .partition(|p| eval::in_train(&p.id, args.seed, args.split));
+            if train.is_empty() || test.is_empty() {
+                return Err(format!(
+                    "the split left {} prompts to fit and {} to evaluate: use more data or another --split",
+                    train.len(),
+                    test.len()
+                ));
+            }
+            let q = eval::fit_quality(&train, ds.models.len());
+            let s = QualitySource::Fit {
+                train_fraction: args.split,
+                seed: args.seed,
+                prior_weight: FIT_PRIOR_WEIGHT,
+            };
+            (s, q, train, test)
+        }
+    };
+
+    let cands = eval::candidates(&ds.models, &quality);
+    let bars: Vec<f64> = (0..args.steps)
+        .map(|i| i as f64 / (args.steps - 1) as f64)
+        .collect();
+    let pb = progress_bar(bars.len() * test.len(), "routing", args.quiet);
+    let runs: Vec<BarRun> = bars
+        .iter()
+        .map(|&bar| {
+            let r = eval::run_bar(&test, &cands, bar, ds.reference);
+            pb.inc(test.len() as u64);
+            r
+        })
+        .collect();
+    pb.finish_and_clear();
+
+    let report = eval::report(&test, &ds.models, ds.reference, &runs);
+    let tasks = eval::task_breakdown(&train, &test, &quality);
+    let text = render(&args.data, &ds, &source, train.len(), &tasks, &report);
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+
+    if let Some(path) = &args.json {
+        let doc = JsonReport {
+            data: args.data.display().to_string(),
+            name: ds.name.as_deref(),
+            price_sources: ds
+                .models
+                .iter()
+                .map(|m| m.name.as_str())
+                .zip(ds.price_sources.iter().copied())
+                .collect(),
+            quality_source: &source,
+            n_train: train.len(),
+            n_test: test.len(),
+            steps: args.steps,
+            tasks: &tasks,
+            report: &report,
+        };
+        let json = serde_json::to_string_pretty(&doc).map_err(|e| format!("JSON: {e}"))?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = ds.name.clone().unwrap_or_else(|| file_name(&args.data));
+        let svg = plot_svg(&report, &title)?;
+        std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text output
+
+fn opt_pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.1}%"))
+}
+
+fn opt_num(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+fn usd(v: f64) -> String {
+    if v >= 100.0 {
+        format!("${v:.0}")
+    } else if v >= 1.0 {
+        format!("${v:.2}")
+    } else {
+        format!("${v:.4}")
+    }
+}
+
+fn calls(l: &Line) -> String {
+    l.calls_pct
+        .iter()
+        .map(|c| format!("{c:.1}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// Consecutive bars that routed identically, merged: (first bar, last bar, row index).
+fn merged_rows(report: &Report) -> Vec<(f64, f64, usize)> {
+    let mut out: Vec<(f64, f64, usize)> = Vec::new();
+    for (i, row) in report.sweep.iter().enumerate() {
+        match out.last_mut() {
+            Some(last)
+                if report.sweep[last.2].line == row.line
+                    && report.sweep[last.2].bar_met_pct == row.bar_met_pct =>
+            {
+                last.1 = row.bar;
+            }
+            _ => out.push((row.bar, row.bar, i)),
+        }
+    }
+    out
+}
+
+/// The report as text tables.
+pub fn render(
+    data: &Path,
+    ds: &Dataset,
+    source: &QualitySource,
+    n_train: usize,
+    tasks: &[TaskRow],
+    r: &Report,
+) -> String {
+    let mut s = String::new();
+    let names: Vec<&str> = ds.models.iter().map(|m| m.name.as_str()).collect();
+    let _ = writeln!(
+        s,
+        "kairos eval routing: {}{}",
+        data.display(),
+        ds.name
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    );
+    match source {
+        QualitySource::Fit {
+            train_fraction,
+            seed,
+            prior_weight,
+        } => {
+            let _ = writeln!(
+                s,
+                "  {} prompts: {n_train} fit the quality estimates (--split {train_fraction}, --seed {seed}), {} evaluated",
+                n_train + r.n_prompts,
+                r.n_prompts
+            );
+            let _ = writeln!(
+                s,
+                "  quality estimates: per (model, task) means of the training outcomes, shrunk to the model's mean ({prior_weight} pseudo-observations)"
+            );
+        }
+        QualitySource::Priors { provenance } => {
+            let _ = writeln!(s, "  {} prompts, all evaluated", r.n_prompts);
+            let _ = writeln!(s, "  quality estimates: built-in priors ({provenance})");
+        }
+    }
+    for (m, src) in ds.models.iter().zip(&ds.price_sources) {
+        let _ = writeln!(
+            s,
+            "  {}: ${}/${} per 1M tokens in/out ({src})",
+            m.name,
+            m.prices.input as f64 / 1e6,
+            m.prices.output as f64 / 1e6
+        );
+    }
+    let _ = writeln!(s, "  reference: {}; cheapest: {}", r.reference, r.cheapest);
+    let _ = writeln!(
+        s,
+        "  calls columns: % of prompts sent to {}",
+        names.join(" / ")
+    );
+
+    let _ = writeln!(s, "\nSingle models and the oracle (evaluated prompts)");
+    let _ = writeln!(
+        s,
+        "  {:<44} {:>8} {:>9} {:>10} {:>7}  calls",
+        "line", "quality", "retained", "cost", "saved"
+    );
+    let mut row = |label: String, l: &Line| {
+        let _ = writeln!(
+            s,
+            "  {label:<44} {:>8.4} {:>9} {:>10} {:>7}  {}",
+            l.quality,
+            opt_pct(l.retained_pct),
+            usd(l.cost_usd),
+            opt_pct(l.saved_pct),
+            calls(l)
+        );
+    };
+    for m in &r.models {
+        let tag = if m.name == r.reference {
+            " (reference)"
+        } else if m.name == r.cheapest {
+            " (cheapest)"
+        } else {
+            ""
+        };
+        row(format!("always {}{tag}", m.name), &m.line);
+    }
+    row(
+        "oracle (cheapest model with the best outcome)".into(),
+        &r.oracle,
+    );
+
+    let two = r.two_model.is_some();
+    let _ = writeln!(
+        s,
+        "\nRouter: the real funnel at each quality bar (consecutive bars that route alike merged)"
+    );
+    let _ = writeln!(
+        s,
+        "  {:<11} {:>8} {:>9} {:>10} {:>7} {:>8} {:>10}{}  calls",
+        "bar",
+        "quality",
+        "retained",
+        "cost",
+        "saved",
+        "bar met",
+        "zero rtr",
+        if two { "      PGR" } else { "" }
+    );
+    for (lo, hi, i) in merged_rows(r) {
+        let row = &r.sweep[i];
+        let bars = if lo == hi {
+            format!("{lo:.2}")
+        } else {
+            format!("{lo:.2}-{hi:.2}")
+        };
+        let _ = writeln!(
+            s,
+            "  {bars:<11} {:>8.4} {:>9} {:>10} {:>7} {:>7.1}% {:>10}{}  {}",
+            row.line.quality,
+            opt_pct(row.line.retained_pct),
+            usd(row.line.cost_usd),
+            opt_pct(row.line.saved_pct),
+            row.bar_met_pct,
+            opt_num(row.zero_router_quality, 4),
+            if two {
+                format!(" {:>8}", opt_num(row.pgr, 3))
+            } else {
+                String::new()
+            },
+            calls(&row.line)
+        );
+    }
+
+    let _ = writeln!(s, "\nHeadline (max cost saved vs always-{})", r.reference);
+    for (level, op, zero) in [
+        (
+            95,
+            &r.headline.router_at_95,
+            r.headline.zero_router_saved_pct_at_95,
+        ),
+        (
+            99,
+            &r.headline.router_at_99,
+            r.headline.zero_router_saved_pct_at_99,
+        ),
+    ] {
+        let router = op.as_ref().map_or_else(
+            || "no bar reaches it".to_owned(),
+            |o| {
+                format!(
+                    "{:.1}% saved (bar {:.2}, {:.1}% retained)",
+                    o.saved_pct, o.bar, o.retained_pct
+                )
+            },
+        );
+        let _ = writeln!(
+            s,
+            "  at >= {level}% of reference quality: router {router}; zero router {}",
+            opt_pct(zero)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  AIQ over {}..{}: router {}, zero router {}",
+        usd(r.aiq.cost_lo_usd),
+        usd(r.aiq.cost_hi_usd),
+        opt_num(r.aiq.router, 4),
+        opt_num(r.aiq.zero_router, 4)
+    );
+    if let Some(t) = &r.two_model {
+        let _ = writeln!(
+            s,
+            "\nRouteLLM metrics (weak {} {:.4}, strong {} {:.4}; x = % of calls to the strong model)",
+            t.weak, t.weak_quality, t.strong, t.strong_quality
+        );
+        let _ = writeln!(
+            s,
+            "  router:  APGR {}  CPT(20%) {}  CPT(50%) {}  CPT(80%) {}",
+            opt_num(t.apgr, 4),
+            opt_pct(t.cpt20_pct),
+            opt_pct(t.cpt50_pct),
+            opt_pct(t.cpt80_pct)
+        );
+        let _ = writeln!(
+            s,
+            "  optimal: APGR {}  CPT(50%) {}  CPT(80%) {}   (random mixing: APGR 0.5, CPT(x) = x)",
+            opt_num(t.optimal_apgr, 4),
+            opt_pct(t.optimal_cpt50_pct),
+            opt_pct(t.optimal_cpt80_pct)
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "\nPer routing task: prompts (train/test), observed mean outcome on the test prompts | router's estimate"
+    );
+    for t in tasks {
+        let obs = t
+            .observed
+            .iter()
+            .map(|q| format!("{q:.3}"))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let est = t
+            .estimated
+            .iter()
+            .map(|q| opt_num(*q, 3))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let _ = writeln!(
+            s,
+            "  {:<17} {:>6}/{:<6} {obs} | {est}",
+            t.task.as_str(),
+            t.n_train,
+            t.n_test
+        );
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plot
+
+fn short(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+/// Quality against cost (as % of always-reference) as an SVG document.
+pub fn plot_svg(r: &Report, title: &str) -> Result<String, String> {
+    use plotters::prelude::*;
+
+    let ref_cost = r
+        .models
+        .iter()
+        .find(|m| m.name == r.reference)
+        .map_or(0.0, |m| m.line.cost_usd);
+    if ref_cost <= 0.0 {
+        return Err("--plot: the reference model costs nothing on this data".into());
+    }
+    let x = |c: f64| 100.0 * c / ref_cost;
+    let ref_q = r
+        .models
+        .iter()
+        .find(|m| m.name == r.reference)
+        .map_or(0.0, |m| m.line.quality);
+
+    let mut router: Vec<(f64, f64)> = r
+        .sweep
+        .iter()
+        .map(|row| (x(row.line.cost_usd), row.line.quality))
+        .collect();
+    router.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    router.dedup();
+    let zero: Vec<(f64, f64)> = r.zero_router.iter().map(|&(c, q)| (x(c), q)).collect();
+    let singles: Vec<(String, f64, f64)> = r
+        .models
+        .iter()
+        .map(|m| {
+            (
+                short(&m.name).to_owned(),
+                x(m.line.cost_usd),
+                m.line.quality,
+            )
+        })
+        .collect();
+    let oracle = (x(r.oracle.cost_usd), r.oracle.quality);
+
+    let all_q = router
+        .iter()
+        .map(|p| p.1)
+        .chain(singles.iter().map(|s| s.2))
+        .chain([oracle.1, 0.95 * ref_q]);
+    let (qlo, qhi) = all_q.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), q| {
+        (a.min(q), b.max(q))
+    });
+    let pad = ((qhi - qlo) * 0.08).max(0.01);
+    let xmax = router
+        .iter()
+        .map(|p| p.0)
+        .chain(singles.iter().map(|s| s.1))
+        .fold(100.0f64, f64::max)
+        * 1.06;
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (820, 520)).into_drawing_area();
+        let e = |e: DrawingAreaErrorKind<_>| format!("--plot: {e}");
+        root.fill(&WHITE).map_err(e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{title}: quality vs cost"), ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..xmax, (qlo - pad)..(qhi + pad))
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc(format!("cost, % of always-{}", short(&r.reference)))
+            .y_desc("mean quality")
+            .draw()
+            .map_err(e)?;
+
+        let grey = RGBColor(140, 140, 140);
+        for (level, color) in [
+            (0.95, RGBColor(200, 160, 60)),
+            (0.99, RGBColor(120, 170, 90)),
+        ] {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(0.0, level * ref_q), (xmax, level * ref_q)],
+                    4,
+                    4,
+                    color.stroke_width(1),
+                ))
+                .map_err(e)?
+                .label(format!("{:.0}% of reference quality", level * 100.0))
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], color.stroke_width(1))
+                });
+        }
+        chart
+            .draw_series(DashedLineSeries::new(
+                zero.clone(),
+                6,
+                4,
+                grey.stroke_width(2),
+            ))
+            .map_err(e)?
+            .label("zero router (mixing single models)")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], grey.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(router.clone(), BLUE.stroke_width(2)))
+            .map_err(e)?
+            .label("router (quality-bar sweep)")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+        chart
+            .draw_series(router.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+            .map_err(e)?;
+        chart
+            .draw_series(
+                singles
+                    .iter()
+                    .map(|(_, c, q)| Circle::new((*c, *q), 5, BLACK.filled())),
+            )
+            .map_err(e)?
+            .label("single models")
+            .legend(|(x, y)| Circle::new((x + 9, y), 4, BLACK.filled()));
+        chart
+            .draw_series(singles.iter().map(|(name, c, q)| {
+                Text::new(
+                    name.clone(),
+                    (*c, *q),
+                    ("sans-serif", 13).into_font().color(&BLACK),
+                )
+            }))
+            .map_err(e)?;
+        chart
+            .draw_series(std::iter::once(TriangleMarker::new(
+                oracle,
+                7,
+                RED.filled(),
+            )))
+            .map_err(e)?
+            .label("oracle")
+            .legend(|(x, y)| TriangleMarker::new((x + 9, y), 5, RED.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(grey)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(e)?;
+        root.present().map_err(e)?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATA: &str = r#"{"kind":"meta","name":"tiny","models":{"cheap":{"input_usd_per_mtok":1,"output_usd_per_mtok":2},"strong":{"input_usd_per_mtok":10,"output_usd_per_mtok":20}},"reference":"strong"}
+{"id":"a","prompt":"Write a Python function that reverses a list.","input_tokens":100,"outcomes":{"cheap":{"quality":1,"output_tokens":50},"strong":{"quality":1,"output_tokens":40}}}
+{"id":"b","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"What is 17 * 23?"}]}],"outcomes":{"cheap":{"quality":0},"strong":{"quality":1}}}
+{"id":"c","task":"chat","input_tokens":10,"subject":"ignored","outcomes":{"cheap":{"quality":0.5,"output_tokens":5},"strong":{"quality":0.75,"output_tokens":5}}}
+"#;
+
+    #[test]
+    fn parses_meta_prompts_messages_and_labels() {
+        let ds = parse_dataset(DATA, &Catalog::empty(), None, None).unwrap();
+        assert_eq!(ds.name.as_deref(), Some("tiny"));
+        assert_eq!(ds.len(), 3);
+        assert_eq!(ds.models[0].name, "cheap");
+        assert_eq!(
+            ds.models[1].prices,
+            Prices {
+                input: 10_000_000,
+                output: 20_000_000
+            }
+        );
+        assert_eq!(ds.price_sources, vec!["meta line", "meta line"]);
+        assert_eq!(ds.models[ds.reference].name, "strong");
+        let b = &ds.records[1].text;
+        assert_eq!(b.system, "Be brief.");
+        assert_eq!(b.last_user, "What is 17 * 23?");
+        assert_eq!(b.n_messages, 2);
+        assert_eq!(estimate_input_tokens(b), (9u64 + 16).div_ceil(4) + 8);
+        assert_eq!(ds.records[2].task, Some(TaskType::Chat));
+
+        let prompts = classify(&ds, Classifier::builtin(), &ProgressBar::hidden());
+        assert_eq!(prompts[2].task, TaskType::Chat);
+        assert_eq!(prompts[2].confidence, 1.0);
+        // Missing output tokens: the task's expected length, as the router budgets.
+        let expected = u64::from(expected_output_tokens(prompts[1].task));
+        assert_eq!(prompts[1].outcomes[0].output_tokens, expected);
+        assert_eq!(prompts[1].input_tokens, 15);
+        assert_eq!(prompts[0].outcomes[1].output_tokens, 40);
+    }
+
+    #[test]
+    fn rejects_bad_data_with_the_line() {
+        let catalog = Catalog::empty();
+        let missing = DATA.replace(r#","strong":{"quality":1}}"#, "}");
+        let e = parse_dataset(&missing, &catalog, None, None).unwrap_err();
+        assert!(
+            e.contains("line 3") && e.contains("no outcome for \"strong\""),
+            "{e}"
+        );
+        let no_price = DATA.replace(r#""input_usd_per_mtok":1,"output_usd_per_mtok":2"#, "");
+        let e = parse_dataset(&no_price, &catalog, None, None).unwrap_err();
+        assert!(e.contains("no price for \"cheap\""), "{e}");
+        let dup = format!("{DATA}{}\n", DATA.lines().nth(1).unwrap());
+        assert!(
+            parse_dataset(&dup, &catalog, None, None)
+                .unwrap_err()
+                .contains("duplicate id")
+        );
+        let bad_q = DATA.replace(r#""quality":0.5"#, r#""quality":1.5"#);
+        assert!(
+            parse_dataset(&bad_q, &catalog, None, None)
+                .unwrap_err()
+                .contains("line 4")
+        );
+        let bad_task = DATA.replace(r#""task":"chat""#, r#""task":"poetry""#);
+        assert!(
+            parse_dataset(&bad_task, &catalog, None, None)
+                .unwrap_err()
+                .contains("unknown task")
+        );
+        let e = parse_dataset(DATA, &catalog, None, Some("nope")).unwrap_err();
+        assert!(e.contains("reference model \"nope\""), "{e}");
+        let e = parse_dataset(DATA, &catalog, Some(&["other".to_owned()]), None).unwrap_err();
+        assert!(e.contains("--models"), "{e}");
+    }
+
+    #[test]
+    fn prices_come_from_the_catalog_when_the_meta_line_has_none() {
+        let data = r#"{"id":"x","prompt":"hi","outcomes":{"gpt-4o-mini":{"quality":0.5},"gpt-4o":{"quality":1}}}"#;
+        let catalog = Catalog::builtin();
+        let ds = parse_dataset(data, &catalog, None, None).unwrap();
+        let mini = ds
+            .models
+            .iter()
+            .position(|m| m.name == "gpt-4o-mini")
+            .unwrap();
+        let price = catalog.get("gpt-4o-mini").unwrap().price.unwrap();
+        assert_eq!(ds.models[mini].prices.input, price.input);
+        assert_eq!(ds.price_sources[mini], "catalog");
+        // No meta reference: the best on average.
+        assert_eq!(ds.models[ds.reference].name, "gpt-4o");
+        // Catalog models have priors, so no split is needed.
+        assert!(builtin_quality(&ds.models, &catalog).is_some());
+        let unknown = [Model {
+            name: "my-model".into(),
+            prices: Prices {
+                input: 1,
+                output: 1,
+            },
+        }];
+        assert!(builtin_quality(&unknown, &catalog).is_none());
+    }
+
+    #[test]
+    fn end_to_end_writes_table_json_and_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("d.jsonl");
+        // 40 prompts, two labelled tasks: the cheap model is perfect on math, poor on chat.
+        let mut s = String::from(
+            r#"{"kind":"meta","name":"tiny","models":{"cheap":{"input_usd_per_mtok":1,"output_usd_per_mtok":1},"strong":{"input_usd_per_mtok":10,"output_usd_per_mtok":10}},"reference":"strong"}"#,
+        );
+        s.push('\n');
+        for i in 0..40 {
+            let (task, q) = if i % 2 == 0 {
+                ("math", 1)
+            } else {
+                ("chat", i32::from(i % 4 == 1))
+            };
+            s.push_str(&format!(
+                r#"{{"id":"p{i}","task":"{task}","input_tokens":1000,"outcomes":{{"cheap":{{"quality":{q},"output_tokens":0}},"strong":{{"quality":1,"output_tokens":0}}}}}}"#
+            ));
+            s.push('\n');
+        }
+        std::fs::write(&data, s).unwrap();
+        let json = dir.path().join("r.json");
+        let plot = dir.path().join("r.svg");
+        let args = RoutingArgs {
+            data,
+            reference: None,
+            models: None,
+            fit: false,
+            split: 0.5,
+            seed: 1,
+            steps: 21,
+            json: Some(json.clone()),
+            plot: Some(plot.clone()),
+            quiet: true,
+        };
+        routing(&args).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["quality_source"]["kind"], "fit");
+        let n_test = v["n_test"].as_u64().unwrap();
+        assert_eq!(v["n_train"].as_u64().unwrap() + n_test, 40);
+        assert_eq!(v["report"]["sweep"].as_array().unwrap().len(), 21);
+        // Bar 0: all cheap; the last bar: nothing clears 1.0, so the best estimate (strong).
+        assert_eq!(v["report"]["sweep"][0]["calls_pct"][0], 100.0);
+        assert_eq!(v["report"]["sweep"][20]["calls_pct"][1], 100.0);
+        // Somewhere in between the router sends chat to strong and math to cheap: full quality
+        // at about half the cost.
+        let best = &v["report"]["headline"]["router_at_99"];
+        assert_eq!(best["retained_pct"], 100.0);
+        assert!(best["saved_pct"].as_f64().unwrap() > 40.0, "{best}");
+        assert!(v["report"]["two_model"]["apgr"].as_f64().unwrap() > 0.5);
+        let svg = std::fs::read_to_string(&plot).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("oracle") && svg.contains("zero router"));
+
+        let bad = RoutingArgs {
+            plot: Some(dir.path().join("r.png")),
+            ..args
+        };
+        assert!(routing(&bad).unwrap_err().contains("only SVG"));
+    }
+}
