@@ -67,6 +67,8 @@ pub struct RouteOptions {
     pub bar: Option<(f64, Option<String>, BarSource)>,
     pub max_cost_usd: Option<f64>,
     pub models: Option<Vec<String>>,
+    /// Provider allowlist for this request (provider names from the config).
+    pub providers: Option<Vec<String>>,
     pub strict: bool,
     /// `false`: routing off, the reference model serves.
     pub disabled: bool,
@@ -79,6 +81,7 @@ struct BodyOptions {
     quality: Option<serde_json::Value>,
     max_cost_usd: Option<f64>,
     models: Option<Vec<String>>,
+    providers: Option<Vec<String>>,
     strict: Option<bool>,
     route: Option<bool>,
 }
@@ -119,6 +122,15 @@ impl RouteOptions {
                 ));
             }
             self.models = Some(m);
+        }
+        if let Some(p) = b.providers {
+            if p.is_empty() || p.len() > 64 {
+                return Err(GatewayError::invalid(
+                    "`kairos.providers` must list 1 to 64 providers",
+                    Some("kairos.providers"),
+                ));
+            }
+            self.providers = Some(p);
         }
         if let Some(s) = b.strict {
             self.strict = s;
@@ -249,7 +261,10 @@ impl Gateway {
             let allowed = opts.models.as_ref().is_none_or(|m| {
                 m.iter()
                     .any(|x| x == &r.entry.id || r.entry.aliases.contains(x))
-            });
+            }) && opts
+                .providers
+                .as_ref()
+                .is_none_or(|p| p.iter().any(|x| x == &r.provider.name));
             let mut quality = [None; 12];
             for t in TaskType::ALL {
                 quality[t.index()] = router.quality.get(&r.entry.id, t).map(|q| (q.mean, q.std));

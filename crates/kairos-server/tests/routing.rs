@@ -322,3 +322,35 @@ async fn anthropic_clients_can_ask_for_auto() {
     // The `kairos` options never reach the upstream.
     assert!(!gw.mock.requests()[0].body.contains("kairos"));
 }
+
+#[tokio::test]
+async fn provider_allowlist_and_the_receipt_cli() {
+    let gw = start_gw().await;
+    let r = gw
+        .chat(json!({"model": "auto", "messages": user(SUMMARY_PROMPT), "kairos": {"providers": ["gemini"], "quality": 0.0}}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-kairos-provider"], "gemini");
+    let id = request_id(&r);
+    gw.row(&id).await;
+    // `kairos receipt ID` reads the same ledger.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["receipt", &id])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KAIROS_DATA_DIR", gw.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("receipt {id}")), "{stdout}");
+    assert!(stdout.contains("classified as summarization"), "{stdout}");
+    assert!(stdout.contains("actual: ok (200)"), "{stdout}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["receipt", "no-such-id"])
+        .env_clear()
+        .env("KAIROS_DATA_DIR", gw.dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

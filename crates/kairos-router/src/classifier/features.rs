@@ -429,6 +429,10 @@ pub fn featurize<S: FeatureSink>(input: &ClassifierInput<'_>, sink: &mut S) -> G
         let mut on_token = |t: u32| {
             c.add(Group::System, uni(NS_SYS_UNI, t));
             c.add(Group::System, bi(NS_SYS_BI, sprev, t));
+            // Also in the body's namespace: "Translate into French" means the same in the
+            // system text as in the user message, and the user side has far more examples.
+            c.add(Group::System, uni(NS_BODY_UNI, t));
+            c.add(Group::System, bi(NS_BODY_BI, sprev, t));
             sprev = t;
         };
         tokenize(head, &mut sys_stats, &mut on_token);
