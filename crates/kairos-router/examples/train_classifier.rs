@@ -43,6 +43,7 @@ const BUCKETS_LOG2: u32 = 16;
 const FIT_PER_CLASS: usize = 2500;
 const CALIB_PER_CLASS: usize = 300;
 const TEST_PER_CLASS: usize = 400;
+const FINAL_PER_CLASS: usize = 150;
 const EPOCHS: usize = 6;
 const LEARNING_RATE: f32 = 0.2;
 const L2: f32 = 1e-6;
@@ -86,6 +87,18 @@ enum Split {
     Fit = 0,
     Calib = 1,
     Test = 2,
+    /// Written after development stopped; evaluated once. Uses the test content pools.
+    Final = 3,
+}
+
+impl Split {
+    /// Which pool items a split draws from.
+    fn pool(self) -> usize {
+        match self {
+            Split::Final => Split::Test as usize,
+            s => s as usize,
+        }
+    }
 }
 
 /// A pool of fillers for a placeholder, per split, with the name of the source each split's
@@ -103,7 +116,7 @@ impl Pool {
         for (sec, fields) in items {
             match sec {
                 Section::Train => train.push(fields),
-                Section::Test => p.items[Split::Test as usize].push(fields),
+                Section::Test | Section::Final => p.items[Split::Test as usize].push(fields),
             }
         }
         split_train(train, &mut p);
@@ -132,9 +145,9 @@ fn split_train(train: Vec<Vec<String>>, p: &mut Pool) {
 /// A public-data row's split: by a hash of its text, 1/5 test, 1/8 of the rest calibration.
 fn hashed_split(key: &str) -> Split {
     let h = fnv64(key);
-    if h % 5 == 0 {
+    if h.is_multiple_of(5) {
         Split::Test
-    } else if (h / 5) % 8 == 0 {
+    } else if (h / 5).is_multiple_of(8) {
         Split::Calib
     } else {
         Split::Fit
@@ -148,6 +161,7 @@ fn hashed_split(key: &str) -> Split {
 enum Section {
     Train,
     Test,
+    Final,
 }
 
 #[derive(Default, Debug, Clone)]
@@ -196,11 +210,12 @@ fn parse_material(text: &str, what: &str) -> Res<Vec<(Section, Item)>> {
             continue;
         }
         match line.trim_end() {
-            "%train" | "%test" | "%lines" | "%blocks" | "%%" => {
+            "%train" | "%test" | "%final" | "%lines" | "%blocks" | "%%" => {
                 flush(section, &mut cur, &mut body, &mut out);
                 match line.trim_end() {
                     "%train" => section = Section::Train,
                     "%test" => section = Section::Test,
+                    "%final" => section = Section::Final,
                     "%lines" => lines_mode = true,
                     "%blocks" => lines_mode = false,
                     _ => {}
@@ -210,6 +225,11 @@ fn parse_material(text: &str, what: &str) -> Res<Vec<(Section, Item)>> {
             _ => {}
         }
         if lines_mode {
+            if line.starts_with('%') && !line.starts_with("%json ") {
+                return Err(format!(
+                    "{what}: directive {line:?} in %lines mode (use %blocks)"
+                ));
+            }
             if !line.trim().is_empty() {
                 let mut it = Item::default();
                 let mut l = line;
@@ -263,19 +283,13 @@ fn field(v: &serde_json::Value, k: &str) -> String {
 /// The first `k` sentences of `doc`, at most ~700 bytes.
 fn excerpt(doc: &str, k: usize) -> String {
     let mut out = String::new();
-    let mut n = 0;
-    for part in doc.split_inclusive(". ") {
+    for (n, part) in doc.split_inclusive(". ").enumerate() {
         if n >= k || (out.len() + part.len() > 700 && !out.is_empty()) {
             break;
         }
         out.push_str(part);
-        n += 1;
     }
     out.trim().to_owned()
-}
-
-struct Sources {
-    pools: BTreeMap<String, Pool>,
 }
 
 fn load_public(data: &Path) -> Res<BTreeMap<String, Pool>> {
@@ -416,17 +430,23 @@ fn placeholder(name: &str) -> Option<(&'static str, usize, usize)> {
         "math" => ("math", 0, 0),
         "oq" => ("oq", 0, 0),
         "topic" => ("topic", 0, 0),
+        "mcopt" => ("mcopt", 0, 0),
         "n" | "n2" => ("", 0, 0),
         _ => return None,
     })
 }
 
 fn has_placeholder(item: &Item) -> bool {
-    let texts = [Some(&item.body), item.system.as_ref(), item.context.as_ref()];
+    let texts = [
+        Some(&item.body),
+        item.system.as_ref(),
+        item.context.as_ref(),
+    ];
     texts.into_iter().flatten().any(|t| {
-        t.split('{')
-            .skip(1)
-            .any(|rest| rest.split_once('}').is_some_and(|(n, _)| placeholder(n).is_some()))
+        t.split('{').skip(1).any(|rest| {
+            rest.split_once('}')
+                .is_some_and(|(n, _)| placeholder(n).is_some())
+        })
     })
 }
 
@@ -497,7 +517,7 @@ impl Generator<'_> {
                             .pools
                             .get(pool_name)
                             .ok_or_else(|| format!("no pool {pool_name:?} for {{{n}}}"))?;
-                        let items = &pool.items[split as usize];
+                        let items = &pool.items[split.pool()];
                         if items.is_empty() {
                             return Err(format!("pool {pool_name} has no {split:?} items"));
                         }
@@ -505,7 +525,7 @@ impl Generator<'_> {
                         let idx = *chosen.entry(key).or_insert_with(|| rng.below(items.len()));
                         let v = items[idx].get(fld).map(String::as_str).unwrap_or("");
                         out.push_str(v);
-                        let src = &pool.source[split as usize];
+                        let src = &pool.source[split.pool()];
                         if src != "hand-written" && !sources.contains(src) {
                             sources.push(src.clone());
                         }
@@ -522,11 +542,8 @@ impl Generator<'_> {
         Ok(out)
     }
 
-    fn pick<'p>(&self, pool: &str, split: Split, rng: &mut Rng) -> Option<&'p str>
-    where
-        Self: 'p,
-    {
-        let items = &self.pools.get(pool)?.items[split as usize];
+    fn pick(&self, pool: &str, split: Split, rng: &mut Rng) -> Option<&str> {
+        let items = &self.pools.get(pool)?.items[split.pool()];
         if items.is_empty() {
             return None;
         }
@@ -539,7 +556,7 @@ impl Generator<'_> {
         // In fit/calibration, short-text fillers are swapped among their pools at random so
         // that the kind of text (a short sentence, a review, a news excerpt) does not predict
         // the task; the test split keeps each template's own pool.
-        let remap = if split != Split::Test && rng.chance(0.4) {
+        let remap = if matches!(split, Split::Fit | Split::Calib) && rng.chance(0.4) {
             Some(["sentence", "text", "para"][rng.below(3)])
         } else {
             None
@@ -554,14 +571,16 @@ impl Generator<'_> {
             None => String::new(),
         };
         // Generic system prompts carry no task signal; they appear in every class.
-        if system.is_empty() && rng.chance(0.3) {
-            if let Some(s) = self.pick("sysgen", split, rng) {
+        if system.is_empty() {
+            if rng.chance(0.3)
+                && let Some(s) = self.pick("sysgen", split, rng)
+            {
                 system = s.to_owned();
             }
-        } else if !system.is_empty() && rng.chance(0.2) {
-            if let Some(s) = self.pick("sysgen", split, rng) {
-                system = format!("{s}\n{system}");
-            }
+        } else if rng.chance(0.2)
+            && let Some(s) = self.pick("sysgen", split, rng)
+        {
+            system = format!("{s}\n{system}");
         }
         // Casing and punctuation noise, greetings.
         if rng.chance(0.08) {
@@ -570,15 +589,15 @@ impl Generator<'_> {
         if rng.chance(0.08) {
             user = user.trim_end_matches(['.', '?', '!']).to_owned();
         }
-        if rng.chance(0.08) {
-            if let Some(p) = self.pick("prefix", split, rng) {
-                user = format!("{p} {user}");
-            }
+        if rng.chance(0.08)
+            && let Some(p) = self.pick("prefix", split, rng)
+        {
+            user = format!("{p} {user}");
         }
-        if rng.chance(0.05) {
-            if let Some(s) = self.pick("suffix", split, rng) {
-                user = format!("{user} {s}");
-            }
+        if rng.chance(0.05)
+            && let Some(s) = self.pick("suffix", split, rng)
+        {
+            user = format!("{user} {s}");
         }
         // Conversation shape.
         let mut n_messages = 1 + usize::from(!system.is_empty());
@@ -946,40 +965,28 @@ fn mmlu_report(clf: &Classifier, data: &Path, out: &mut String) -> Res<()> {
 // ---------------------------------------------------------------------------------------------
 // The report.
 
-fn report(
+/// Accuracy, per-class precision/recall, confusion matrix, reliability, per-source accuracy
+/// and the weakest templates of one evaluated split.
+fn report_split(
     out: &mut String,
-    test: &[Example],
+    title: &str,
+    data: &[Example],
+    clf: &Classifier,
     e: &Eval,
     e_uncal: &Eval,
-    float_acc: f64,
-    calib: (f32, f64, f64),
-    bytes: &[u8],
-    version: &str,
-    counts: (usize, usize, usize),
 ) {
     let short = |k: usize| TaskType::ALL[k].as_str();
-    let (ece_test, table) = ece(&e.conf);
+    let (ece_cal, table) = ece(&e.conf);
     let (ece_uncal, _) = ece(&e_uncal.conf);
     let _ = writeln!(
         out,
-        "Weights `{version}`: {} bytes, 2^{BUCKETS_LOG2} buckets x 12 classes, i8.",
-        bytes.len()
-    );
-    let _ = writeln!(
-        out,
-        "Examples: {} fit, {} calibration, {} test. Temperature {:.3} (calibration NLL {:.4} -> {:.4}).\n",
-        counts.0, counts.1, counts.2, calib.0, calib.1, calib.2
-    );
-    let _ = writeln!(
-        out,
-        "**Held-out test: accuracy {:.3}** ({} / {}), float (unquantised) model {:.3}; mean NLL {:.3}; \
-         **ECE {:.3}** (before temperature scaling {:.3}).\n",
-        e.correct as f64 / e.n as f64,
+        "**{title}: accuracy {:.3}** ({} / {}); mean NLL {:.3}; **ECE {:.3}** (before temperature \
+         scaling {:.3}).\n",
+        e.correct as f64 / e.n.max(1) as f64,
         e.correct,
         e.n,
-        float_acc,
-        e.nll / e.n as f64,
-        ece_test,
+        e.nll / e.n.max(1) as f64,
+        ece_cal,
         ece_uncal
     );
     let _ = writeln!(out, "| class | precision | recall | F1 | support |");
@@ -1022,8 +1029,8 @@ fn report(
         }
         let _ = writeln!(out);
     }
-    let _ = writeln!(out, "\nReliability (test, after temperature scaling):\n");
-    let _ = writeln!(out, "| confidence bin | n | mean confidence | accuracy |");
+    let _ = writeln!(out, "\nReliability (after temperature scaling):\n");
+    let _ = writeln!(out, "| confidence | n | mean confidence | accuracy |");
     let _ = writeln!(out, "|---|---|---|---|");
     for (lo, n, mc, acc) in table {
         let _ = writeln!(
@@ -1032,7 +1039,7 @@ fn report(
             lo + 0.1
         );
     }
-    let _ = writeln!(out, "\nPer source (test):\n");
+    let _ = writeln!(out, "\nPer source:\n");
     let _ = writeln!(out, "| class | source | n | accuracy |");
     let _ = writeln!(out, "|---|---|---|---|");
     for ((k, src), (n, ok)) in &e.by_source {
@@ -1043,28 +1050,25 @@ fn report(
             *ok as f64 / *n as f64
         );
     }
-    // The worst templates, to show what fails.
     let mut by_tpl: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    let clf = Classifier::from_bytes(bytes);
-    if let Ok(clf) = clf {
-        for ex in test {
-            let ok = clf.classify(&ex.input()).task.index() == ex.class;
-            let s = by_tpl.entry(&ex.template).or_insert((0, 0));
-            s.0 += 1;
-            s.1 += usize::from(ok);
-        }
+    for ex in data {
+        let ok = clf.classify(&ex.input()).task.index() == ex.class;
+        let s = by_tpl.entry(&ex.template).or_insert((0, 0));
+        s.0 += 1;
+        s.1 += usize::from(ok);
     }
     let mut worst: Vec<(&str, (usize, usize))> =
-        by_tpl.into_iter().filter(|(_, (n, _))| *n >= 3).collect();
+        by_tpl.into_iter().filter(|(_, (n, ok))| *ok < *n).collect();
     worst.sort_by(|a, b| {
         let ra = a.1.1 as f64 / a.1.0 as f64;
         let rb = b.1.1 as f64 / b.1.0 as f64;
         ra.total_cmp(&rb).then(a.0.cmp(b.0))
     });
-    let _ = writeln!(out, "\nWeakest test templates (accuracy, n):\n");
-    for (t, (n, ok)) in worst.iter().take(15) {
+    let _ = writeln!(out, "\nWeakest templates (accuracy, n):\n");
+    for (t, (n, ok)) in worst.iter().take(12) {
         let _ = writeln!(out, "- `{t}`: {:.2} ({n})", *ok as f64 / *n as f64);
     }
+    let _ = writeln!(out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1110,6 +1114,7 @@ fn load_material(train_dir: &Path) -> Res<(Vec<Template>, BTreeMap<String, Pool>
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut train_i = 0;
         let mut test_i = 0;
+        let mut final_i = 0;
         for (sec, item) in parse_material(&text, &path.display().to_string())? {
             let (split, i) = match sec {
                 Section::Train => {
@@ -1127,19 +1132,38 @@ fn load_material(train_dir: &Path) -> Res<(Vec<Template>, BTreeMap<String, Pool>
                     test_i += 1;
                     (Split::Test, test_i)
                 }
+                Section::Final => {
+                    final_i += 1;
+                    (Split::Final, final_i)
+                }
             };
-            let first_line = item
+            // A readable id: the first line that is not just a placeholder.
+            let line = item
                 .body
                 .lines()
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(50)
-                .collect::<String>();
+                .find(|l| {
+                    let t = l.trim();
+                    !(t.is_empty() || (t.starts_with('{') && t.ends_with('}') && !t.contains(' ')))
+                })
+                .or_else(|| item.body.lines().next())
+                .unwrap_or("");
+            let first_line = format!(
+                "{}{}",
+                if item.system.is_some() {
+                    "[system] "
+                } else {
+                    ""
+                },
+                line.chars().take(50).collect::<String>()
+            );
             let id = format!(
                 "{}#{}{i}: {}",
                 t.as_str(),
-                if split == Split::Test { "t" } else { "" },
+                match split {
+                    Split::Test => "t",
+                    Split::Final => "f",
+                    _ => "",
+                },
                 first_line.replace('`', "'")
             );
             templates.push(Template {
@@ -1225,10 +1249,7 @@ fn run() -> Res<bool> {
     for (k, v) in load_public(&args.data)? {
         pools.insert(k, v);
     }
-    let sources = Sources { pools };
-    let generator = Generator {
-        pools: &sources.pools,
-    };
+    let generator = Generator { pools: &pools };
     let mut rng = Rng(SEED);
     let fit = generate(&templates, &generator, Split::Fit, FIT_PER_CLASS, &mut rng)?;
     let calib = generate(
@@ -1243,6 +1264,13 @@ fn run() -> Res<bool> {
         &generator,
         Split::Test,
         TEST_PER_CLASS,
+        &mut rng,
+    )?;
+    let final_ = generate(
+        &templates,
+        &generator,
+        Split::Final,
+        FINAL_PER_CLASS,
         &mut rng,
     )?;
 
@@ -1341,20 +1369,35 @@ fn run() -> Res<bool> {
     );
     let e_uncal = evaluate(&uncal, &test);
     let mut md = String::new();
-    report(
-        &mut md,
-        &test,
-        &e,
-        &e_uncal,
-        float_ok as f64 / test.len() as f64,
-        (temperature, mean_nll(1.0), mean_nll(temperature)),
-        &bytes,
+    let _ = writeln!(
+        md,
+        "Weights `{}`: {} bytes, 2^{BUCKETS_LOG2} buckets x 12 classes, i8.",
         clf.version(),
-        (fit.len(), calib.len(), test.len()),
+        bytes.len()
     );
     let _ = writeln!(
         md,
-        "\nExternal check, MMLU (multiple-choice format never seen in training; first 100 prompts per subject):\n"
+        "Examples: {} fit, {} calibration, {} test, {} final. Calibration-split accuracy {:.3}; \
+         temperature {:.3} (calibration NLL {:.4} -> {:.4}). Unquantised model's test accuracy {:.3}.\n",
+        fit.len(),
+        calib.len(),
+        test.len(),
+        final_.len(),
+        e_calib.correct as f64 / e_calib.n.max(1) as f64,
+        temperature,
+        mean_nll(1.0),
+        mean_nll(temperature),
+        float_ok as f64 / test.len().max(1) as f64,
+    );
+    let _ = writeln!(md, "### Test split\n");
+    report_split(&mut md, "Test", &test, &clf, &e, &e_uncal);
+    let _ = writeln!(md, "### Final split\n");
+    let e_final = evaluate(&clf, &final_);
+    let e_final_uncal = evaluate(&uncal, &final_);
+    report_split(&mut md, "Final", &final_, &clf, &e_final, &e_final_uncal);
+    let _ = writeln!(
+        md,
+        "\nExternal check, MMLU (never used in training; the first 100 prompts of each subject):\n"
     );
     if let Err(err) = mmlu_report(&clf, &args.data, &mut md) {
         let _ = writeln!(md, "(skipped: {err})");

@@ -64,7 +64,7 @@ pub enum ClassifierError {
 pub const EMPTY_INPUT_CHAT_PROB: f32 = 0.25;
 
 /// A loaded classifier. Cheap to share (`&'static` via [`Classifier::builtin`]).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Classifier {
     mask: u32,
     weights: Vec<i8>,
@@ -72,6 +72,16 @@ pub struct Classifier {
     bias: [f32; N_CLASSES],
     inv_temperature: f32,
     version: String,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the 786K weights.
+        f.debug_struct("Classifier")
+            .field("version", &self.version)
+            .field("buckets", &(u64::from(self.mask) + 1))
+            .finish_non_exhaustive()
+    }
 }
 
 static BUILTIN_BYTES: &[u8] = include_bytes!("../data/classifier.bin");

@@ -600,7 +600,16 @@ pub fn report(prompts: &[Prompt], models: &[Model], reference: usize, runs: &[Ba
                 let (r, s) = (row.line.retained_pct?, row.line.saved_pct?);
                 (r >= min_retained).then_some((row, r, s))
             })
-            .max_by(|a, b| a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1)))
+            // Most saved, then most retained, then the lowest bar.
+            .reduce(|best, x| {
+                if x.2.total_cmp(&best.2).then(x.1.total_cmp(&best.1))
+                    == std::cmp::Ordering::Greater
+                {
+                    x
+                } else {
+                    best
+                }
+            })
             .map(|(row, r, s)| Operating {
                 bar: row.bar,
                 quality: row.line.quality,
@@ -699,8 +708,8 @@ pub struct TaskRow {
     pub task: TaskType,
     pub n_train: usize,
     pub n_test: usize,
-    /// Mean outcome per model on the test prompts of this task.
-    pub observed: Vec<f64>,
+    /// Mean outcome per model on the test prompts of this task (None: no test prompt).
+    pub observed: Vec<Option<f64>>,
     /// The estimate the router used, per model.
     pub estimated: Vec<Option<f64>>,
 }
@@ -717,11 +726,9 @@ pub fn task_breakdown(train: &[Prompt], test: &[Prompt], quality: &[QualityRow])
             }
             let observed = (0..quality.len())
                 .map(|m| {
-                    if tp.is_empty() {
-                        0.0
-                    } else {
+                    (!tp.is_empty()).then(|| {
                         tp.iter().map(|p| p.outcomes[m].quality).sum::<f64>() / tp.len() as f64
-                    }
+                    })
                 })
                 .collect();
             Some(TaskRow {
@@ -929,16 +936,18 @@ mod tests {
         strong_q[TaskType::Math.index()] = Some((0.97, 0.01));
         strong_q[TaskType::Chat.index()] = Some((0.97, 0.01));
         let cands = candidates(&models, &[quality, strong_q]);
-        let runs: Vec<BarRun> = [0.0, 0.5, 0.9, 0.99]
+        let runs: Vec<BarRun> = [0.0, 0.5, 0.9, 0.95, 0.99]
             .iter()
             .map(|&b| run_bar(&prompts, &cands, b, 1))
             .collect();
-        // 0.0 and 0.5: all cheap; 0.9: chat -> strong; 0.99: nobody clears, best expected quality.
+        // 0.0 and 0.5: all cheap; 0.9 and 0.95: chat -> strong; 0.99: nobody clears, best expected
+        // quality.
         assert_eq!(runs[0].choices, vec![0; 8]);
         assert_eq!(runs[1].choices, vec![0; 8]);
         assert_eq!(runs[2].choices, vec![0, 1, 0, 1, 0, 1, 0, 1]);
-        assert_eq!(runs[3].choices, vec![1; 8]);
-        assert_eq!(runs[3].bar_met, 0);
+        assert_eq!(runs[3].choices, runs[2].choices);
+        assert_eq!(runs[4].choices, vec![1; 8]);
+        assert_eq!(runs[4].bar_met, 0);
         let r = report(&prompts, &models, 1, &runs);
         assert_eq!(r.cheapest, "cheap");
         assert_eq!(r.reference, "strong");
@@ -957,12 +966,14 @@ mod tests {
         assert!(close(row.zero_router_quality.unwrap(), 0.875));
         let at95 = r.headline.router_at_95.clone().unwrap();
         assert!(close(at95.bar, 0.9) && close(at95.saved_pct, 45.0));
+        // Ties (0.9 and 0.95 route alike) go to the lowest bar.
+        assert!(close(r.headline.router_at_99.clone().unwrap().bar, 0.9));
         // Zero router at 95% retained: cost 8 + 72 * 0.8 = 65.6 -> 18% saved.
         assert!(close(r.headline.zero_router_saved_pct_at_95.unwrap(), 18.0));
         // Oracle: cheap wherever it is right (6 prompts), strong on 2 chat prompts.
         assert!(close(r.oracle.quality, 1.0));
         assert!(close(r.oracle.cost_usd, 6.0 + 20.0));
-        // Two-model metrics: the curve is (0%, .75) x2, (50%, 1), (100%, 1).
+        // Two-model metrics: the curve is (0%, .75) x2, (50%, 1) x2, (100%, 1).
         let t = r.two_model.unwrap();
         assert_eq!((t.weak.as_str(), t.strong.as_str()), ("cheap", "strong"));
         // AUC = 0.5 * (0.75 + 1) / 2 + 0.5 * 1 = 0.9375; APGR = (0.9375 - 0.75) / 0.25.
@@ -987,7 +998,12 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].task, TaskType::Math);
         assert_eq!((rows[0].n_train, rows[0].n_test), (2, 2));
-        assert_eq!(rows[1].observed, vec![0.5, 1.0]);
+        assert_eq!(rows[1].observed, vec![Some(0.5), Some(1.0)]);
+        // A task seen only in training has no observed outcome.
+        let rows = task_breakdown(&prompts[..2], &prompts[2..3], &q);
+        assert_eq!(rows[1].task, TaskType::Chat);
+        assert_eq!((rows[1].n_train, rows[1].n_test), (1, 0));
+        assert_eq!(rows[1].observed, vec![None, None]);
         assert!(rows[1].estimated[1].is_some());
     }
 }

@@ -239,7 +239,10 @@ impl Receipt {
 
 /// The baseline: the configured reference model if it is a candidate, else the candidate with
 /// the highest expected quality (what the caller would likely pin without routing).
-fn reference<'d>(configured: Option<&str>, d: &'d Decision) -> Option<(&'d CandidateOutcome, &'static str)> {
+fn reference<'d>(
+    configured: Option<&str>,
+    d: &'d Decision,
+) -> Option<(&'d CandidateOutcome, &'static str)> {
     if let Some(m) = configured
         && let Some(c) = d.candidates.iter().find(|c| c.model == m)
     {

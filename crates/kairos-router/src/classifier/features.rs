@@ -26,7 +26,7 @@
 use super::ClassifierInput;
 
 /// Stored in the weights file; a weights file made for another featuriser is rejected.
-pub const FEATURIZER_VERSION: u32 = 1;
+pub const FEATURIZER_VERSION: u32 = 2;
 /// Bytes featurised from the start of the last user message.
 pub const USER_HEAD_BYTES: usize = 8 * 1024;
 /// Bytes featurised from the end of the last user message (when it is longer than head + tail).
@@ -95,20 +95,118 @@ const FNV_PRIME: u32 = 0x0100_0193;
 /// Language names (lowercased ASCII). Each becomes the one token `<lang>`, so "into Swahili"
 /// looks like "into French" even if no training example named Swahili.
 const LANGUAGE_NAMES: [&str; 112] = [
-    "afrikaans", "albanian", "amharic", "arabic", "armenian", "azerbaijani", "basque",
-    "belarusian", "bengali", "bosnian", "bulgarian", "burmese", "cantonese", "catalan", "cebuano",
-    "chinese", "croatian", "czech", "danish", "dutch", "english", "esperanto", "estonian", "farsi",
-    "filipino", "finnish", "flemish", "french", "galician", "georgian", "german", "greek",
-    "gujarati", "haitian", "hausa", "hawaiian", "hebrew", "hindi", "hmong", "hungarian",
-    "icelandic", "igbo", "indonesian", "irish", "italian", "japanese", "javanese", "kannada",
-    "kazakh", "khmer", "korean", "kurdish", "kyrgyz", "lao", "latin", "latvian", "lithuanian",
-    "luxembourgish", "macedonian", "malagasy", "malay", "malayalam", "maltese", "mandarin", "maori",
-    "marathi", "mongolian", "nepali", "norwegian", "pashto", "persian", "polish", "portuguese",
-    "punjabi", "romanian", "russian", "samoan", "serbian", "shona", "sindhi", "sinhala", "slovak",
-    "slovenian", "somali", "spanish", "sundanese", "swahili", "swedish", "tagalog", "tajik",
-    "tamil", "tatar", "telugu", "thai", "tibetan", "turkish", "turkmen", "ukrainian", "urdu",
-    "uyghur", "uzbek", "vietnamese", "welsh", "xhosa", "yiddish", "yoruba", "zulu", "castilian",
-    "brazilian", "swiss", "scots", "galego",
+    "afrikaans",
+    "albanian",
+    "amharic",
+    "arabic",
+    "armenian",
+    "azerbaijani",
+    "basque",
+    "belarusian",
+    "bengali",
+    "bosnian",
+    "bulgarian",
+    "burmese",
+    "cantonese",
+    "catalan",
+    "cebuano",
+    "chinese",
+    "croatian",
+    "czech",
+    "danish",
+    "dutch",
+    "english",
+    "esperanto",
+    "estonian",
+    "farsi",
+    "filipino",
+    "finnish",
+    "flemish",
+    "french",
+    "galician",
+    "georgian",
+    "german",
+    "greek",
+    "gujarati",
+    "haitian",
+    "hausa",
+    "hawaiian",
+    "hebrew",
+    "hindi",
+    "hmong",
+    "hungarian",
+    "icelandic",
+    "igbo",
+    "indonesian",
+    "irish",
+    "italian",
+    "japanese",
+    "javanese",
+    "kannada",
+    "kazakh",
+    "khmer",
+    "korean",
+    "kurdish",
+    "kyrgyz",
+    "lao",
+    "latin",
+    "latvian",
+    "lithuanian",
+    "luxembourgish",
+    "macedonian",
+    "malagasy",
+    "malay",
+    "malayalam",
+    "maltese",
+    "mandarin",
+    "maori",
+    "marathi",
+    "mongolian",
+    "nepali",
+    "norwegian",
+    "pashto",
+    "persian",
+    "polish",
+    "portuguese",
+    "punjabi",
+    "romanian",
+    "russian",
+    "samoan",
+    "serbian",
+    "shona",
+    "sindhi",
+    "sinhala",
+    "slovak",
+    "slovenian",
+    "somali",
+    "spanish",
+    "sundanese",
+    "swahili",
+    "swedish",
+    "tagalog",
+    "tajik",
+    "tamil",
+    "tatar",
+    "telugu",
+    "thai",
+    "tibetan",
+    "turkish",
+    "turkmen",
+    "ukrainian",
+    "urdu",
+    "uyghur",
+    "uzbek",
+    "vietnamese",
+    "welsh",
+    "xhosa",
+    "yiddish",
+    "yoruba",
+    "zulu",
+    "castilian",
+    "brazilian",
+    "swiss",
+    "scots",
+    "galego",
 ];
 
 const fn fnv_str(s: &str) -> u32 {
@@ -351,11 +449,7 @@ impl<S: FeatureSink> Counting<'_, S> {
 }
 
 fn log2_bucket(x: u64, max: u32) -> u32 {
-    if x == 0 {
-        0
-    } else {
-        (x.ilog2() + 1).min(max)
-    }
+    if x == 0 { 0 } else { (x.ilog2() + 1).min(max) }
 }
 
 /// Bucket of `part / whole` in per-mille steps: 0, <1%, <2%, <5%, <10%, <20%, <40%, more.
@@ -426,6 +520,7 @@ pub fn featurize<S: FeatureSink>(input: &ClassifierInput<'_>, sink: &mut S) -> G
     {
         let (head, tail) = capped(input.system, SYSTEM_HEAD_BYTES, SYSTEM_TAIL_BYTES);
         let mut sprev = TOK_BOS;
+        let mut spos = 0usize;
         let mut on_token = |t: u32| {
             c.add(Group::System, uni(NS_SYS_UNI, t));
             c.add(Group::System, bi(NS_SYS_BI, sprev, t));
@@ -433,6 +528,12 @@ pub fn featurize<S: FeatureSink>(input: &ClassifierInput<'_>, sink: &mut S) -> G
             // system text as in the user message, and the user side has far more examples.
             c.add(Group::System, uni(NS_BODY_UNI, t));
             c.add(Group::System, bi(NS_BODY_BI, sprev, t));
+            // And the opening tokens as an instruction opening ("Translate the following...").
+            if spos < EDGE_TOKENS {
+                c.add(Group::System, uni(NS_HEAD_UNI, t));
+                c.add(Group::System, bi(NS_HEAD_BI, sprev, t));
+            }
+            spos += 1;
             sprev = t;
         };
         tokenize(head, &mut sys_stats, &mut on_token);
@@ -446,8 +547,14 @@ pub fn featurize<S: FeatureSink>(input: &ClassifierInput<'_>, sink: &mut S) -> G
     let user_len = input.last_user.len();
     let sys_len = input.system.len();
     let extra = input.context_chars.saturating_sub(user_len + sys_len);
-    c.add(Group::Struct, structural(1, log2_bucket(user_len as u64, 16)));
-    c.add(Group::Struct, structural(2, log2_bucket(sys_len as u64, 14)));
+    c.add(
+        Group::Struct,
+        structural(1, log2_bucket(user_len as u64, 16)),
+    );
+    c.add(
+        Group::Struct,
+        structural(2, log2_bucket(sys_len as u64, 14)),
+    );
     c.add(Group::Struct, structural(3, log2_bucket(extra as u64, 16)));
     c.add(
         Group::Struct,
@@ -545,13 +652,7 @@ mod tests {
         );
         assert_eq!(
             tokens("x1 12345 snake_case"),
-            vec![
-                fnv("x1"),
-                TOK_NUM[3],
-                fnv("snake"),
-                fnv("_"),
-                fnv("case")
-            ]
+            vec![fnv("x1"), TOK_NUM[3], fnv("snake"), fnv("_"), fnv("case")]
         );
         // Latin-1 capitals lowercase; CJK characters are tokens of their own.
         assert_eq!(tokens("ÉTÉ"), tokens("été"));
@@ -607,8 +708,8 @@ mod tests {
         let digest = sink.0.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &(g, x)| {
             (h ^ (u64::from(x) << 8 | g as u64)).wrapping_mul(0x0100_0000_01b3)
         });
-        assert_eq!(counts.features, [53, 14, 58, 13]);
+        assert_eq!(counts.features, [55, 36, 64, 10]);
         assert_eq!(counts.words, 22);
-        assert_eq!(digest, 0);
+        assert_eq!(digest, 18_097_416_478_464_770_137);
     }
 }
