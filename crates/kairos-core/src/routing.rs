@@ -144,7 +144,7 @@ impl RouteOptions {
 
 /// A USD ceiling must be a finite, non-negative amount.
 pub fn check_cost(c: f64, param: &str) -> Result<(), GatewayError> {
-    if c.is_finite() && c >= 0.0 && c < 1.0e6 {
+    if c.is_finite() && (0.0..1.0e6).contains(&c) {
         Ok(())
     } else {
         Err(GatewayError::invalid(
