@@ -72,7 +72,7 @@ pub struct RoutingArgs {
 /// Runs `kairos eval ...`; errors are printed to stderr.
 pub fn run(cmd: EvalCmd) -> ExitCode {
     let EvalCmd::Routing(args) = cmd;
-    match routing(&args) {
+    match routing(&args, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr().lock(), "kairos eval routing: {e}");
@@ -482,6 +482,8 @@ struct JsonReport<'a> {
     data: String,
     name: Option<&'a str>,
     price_sources: Vec<(&'a str, &'static str)>,
+    /// The built-in classifier's version (results depend on it unless every prompt has a label).
+    classifier: &'a str,
     quality_source: &'a QualitySource,
     n_train: usize,
     n_test: usize,
@@ -505,7 +507,8 @@ fn progress_bar(len: usize, msg: &'static str, quiet: bool) -> ProgressBar {
     pb
 }
 
-fn routing(args: &RoutingArgs) -> Result<(), String> {
+/// `kairos eval routing`, printing the tables to `out`.
+fn routing(args: &RoutingArgs, out: &mut dyn std::io::Write) -> Result<(), String> {
     if !(args.split > 0.0 && args.split < 1.0) {
         return Err("--split must be in (0, 1)".into());
     }
@@ -588,7 +591,8 @@ fn routing(args: &RoutingArgs) -> Result<(), String> {
     let report = eval::report(&test, &ds.models, ds.reference, &runs);
     let tasks = eval::task_breakdown(&train, &test, &quality);
     let text = render(&args.data, &ds, &source, train.len(), &tasks, &report);
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    out.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write the report: {e}"))?;
 
     if let Some(path) = &args.json {
         let doc = JsonReport {
@@ -600,6 +604,7 @@ fn routing(args: &RoutingArgs) -> Result<(), String> {
                 .map(|m| m.name.as_str())
                 .zip(ds.price_sources.iter().copied())
                 .collect(),
+            classifier: Classifier::builtin().version(),
             quality_source: &source,
             n_train: train.len(),
             n_test: test.len(),
@@ -655,18 +660,31 @@ fn calls(l: &Line) -> String {
         .join(" / ")
 }
 
-/// Consecutive bars that routed identically, merged: (first bar, last bar, row index).
-fn merged_rows(report: &Report) -> Vec<(f64, f64, usize)> {
-    let mut out: Vec<(f64, f64, usize)> = Vec::new();
+/// Consecutive bars with the same outcome (quality, cost, calls), merged.
+struct Merged {
+    first_bar: f64,
+    last_bar: f64,
+    row: usize,
+    bar_met_lo: f64,
+    bar_met_hi: f64,
+}
+
+fn merged_rows(report: &Report) -> Vec<Merged> {
+    let mut out: Vec<Merged> = Vec::new();
     for (i, row) in report.sweep.iter().enumerate() {
         match out.last_mut() {
-            Some(last)
-                if report.sweep[last.2].line == row.line
-                    && report.sweep[last.2].bar_met_pct == row.bar_met_pct =>
-            {
-                last.1 = row.bar;
+            Some(last) if report.sweep[last.row].line == row.line => {
+                last.last_bar = row.bar;
+                last.bar_met_lo = last.bar_met_lo.min(row.bar_met_pct);
+                last.bar_met_hi = last.bar_met_hi.max(row.bar_met_pct);
             }
-            _ => out.push((row.bar, row.bar, i)),
+            _ => out.push(Merged {
+                first_bar: row.bar,
+                last_bar: row.bar,
+                row: i,
+                bar_met_lo: row.bar_met_pct,
+                bar_met_hi: row.bar_met_pct,
+            }),
         }
     }
     out
@@ -691,6 +709,13 @@ pub fn render(
             .as_ref()
             .map(|n| format!(" ({n})"))
             .unwrap_or_default()
+    );
+    let labelled = ds.records.iter().filter(|r| r.task.is_some()).count();
+    let _ = writeln!(
+        s,
+        "  tasks: {} prompts classified by the built-in classifier ({}), {labelled} labelled in the data",
+        ds.len() - labelled,
+        Classifier::builtin().version()
     );
     match source {
         QualitySource::Fit {
@@ -731,15 +756,36 @@ pub fn render(
     );
 
     let _ = writeln!(s, "\nSingle models and the oracle (evaluated prompts)");
+    let labels: Vec<String> = r
+        .models
+        .iter()
+        .map(|m| {
+            let tag = if m.name == r.reference {
+                " (reference)"
+            } else if m.name == r.cheapest {
+                " (cheapest)"
+            } else {
+                ""
+            };
+            format!("always {}{tag}", m.name)
+        })
+        .collect();
+    let oracle_label = "oracle (cheapest model with the best outcome)";
+    let w = labels
+        .iter()
+        .map(String::len)
+        .chain([oracle_label.len()])
+        .max()
+        .unwrap_or(0);
     let _ = writeln!(
         s,
-        "  {:<44} {:>8} {:>9} {:>10} {:>7}  calls",
+        "  {:<w$} {:>8} {:>9} {:>10} {:>7}  calls",
         "line", "quality", "retained", "cost", "saved"
     );
-    let mut row = |label: String, l: &Line| {
+    let mut row = |label: &str, l: &Line| {
         let _ = writeln!(
             s,
-            "  {label:<44} {:>8.4} {:>9} {:>10} {:>7}  {}",
+            "  {label:<w$} {:>8.4} {:>9} {:>10} {:>7}  {}",
             l.quality,
             opt_pct(l.retained_pct),
             usd(l.cost_usd),
@@ -747,29 +793,19 @@ pub fn render(
             calls(l)
         );
     };
-    for m in &r.models {
-        let tag = if m.name == r.reference {
-            " (reference)"
-        } else if m.name == r.cheapest {
-            " (cheapest)"
-        } else {
-            ""
-        };
-        row(format!("always {}{tag}", m.name), &m.line);
+    for (m, label) in r.models.iter().zip(&labels) {
+        row(label, &m.line);
     }
-    row(
-        "oracle (cheapest model with the best outcome)".into(),
-        &r.oracle,
-    );
+    row(oracle_label, &r.oracle);
 
     let two = r.two_model.is_some();
     let _ = writeln!(
         s,
-        "\nRouter: the real funnel at each quality bar (consecutive bars that route alike merged)"
+        "\nRouter: the real funnel at each quality bar (consecutive bars with the same outcome merged)"
     );
     let _ = writeln!(
         s,
-        "  {:<11} {:>8} {:>9} {:>10} {:>7} {:>8} {:>10}{}  calls",
+        "  {:<11} {:>8} {:>9} {:>10} {:>7} {:>13} {:>9}{}  calls",
         "bar",
         "quality",
         "retained",
@@ -779,21 +815,25 @@ pub fn render(
         "zero rtr",
         if two { "      PGR" } else { "" }
     );
-    for (lo, hi, i) in merged_rows(r) {
-        let row = &r.sweep[i];
-        let bars = if lo == hi {
-            format!("{lo:.2}")
+    for m in merged_rows(r) {
+        let row = &r.sweep[m.row];
+        let bars = if m.first_bar == m.last_bar {
+            format!("{:.2}", m.first_bar)
         } else {
-            format!("{lo:.2}-{hi:.2}")
+            format!("{:.2}-{:.2}", m.first_bar, m.last_bar)
+        };
+        let met = if m.bar_met_lo == m.bar_met_hi {
+            format!("{:.1}%", m.bar_met_lo)
+        } else {
+            format!("{:.0}-{:.0}%", m.bar_met_lo, m.bar_met_hi)
         };
         let _ = writeln!(
             s,
-            "  {bars:<11} {:>8.4} {:>9} {:>10} {:>7} {:>7.1}% {:>10}{}  {}",
+            "  {bars:<11} {:>8.4} {:>9} {:>10} {:>7} {met:>13} {:>9}{}  {}",
             row.line.quality,
             opt_pct(row.line.retained_pct),
             usd(row.line.cost_usd),
             opt_pct(row.line.saved_pct),
-            row.bar_met_pct,
             opt_num(row.zero_router_quality, 4),
             if two {
                 format!(" {:>8}", opt_num(row.pgr, 3))
@@ -871,7 +911,7 @@ pub fn render(
         let obs = t
             .observed
             .iter()
-            .map(|q| format!("{q:.3}"))
+            .map(|q| opt_num(*q, 3))
             .collect::<Vec<_>>()
             .join(" / ");
         let est = t
@@ -901,6 +941,7 @@ fn short(name: &str) -> &str {
 /// Quality against cost (as % of always-reference) as an SVG document.
 pub fn plot_svg(r: &Report, title: &str) -> Result<String, String> {
     use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
 
     let ref_cost = r
         .models
@@ -970,6 +1011,8 @@ pub fn plot_svg(r: &Report, title: &str) -> Result<String, String> {
             .configure_mesh()
             .x_desc(format!("cost, % of always-{}", short(&r.reference)))
             .y_desc("mean quality")
+            .x_label_formatter(&|v| format!("{v:.0}%"))
+            .max_light_lines(1)
             .draw()
             .map_err(e)?;
 
@@ -979,10 +1022,8 @@ pub fn plot_svg(r: &Report, title: &str) -> Result<String, String> {
             (0.99, RGBColor(120, 170, 90)),
         ] {
             chart
-                .draw_series(DashedLineSeries::new(
+                .draw_series(LineSeries::new(
                     [(0.0, level * ref_q), (xmax, level * ref_q)],
-                    4,
-                    4,
                     color.stroke_width(1),
                 ))
                 .map_err(e)?
@@ -994,8 +1035,8 @@ pub fn plot_svg(r: &Report, title: &str) -> Result<String, String> {
         chart
             .draw_series(DashedLineSeries::new(
                 zero.clone(),
+                8,
                 6,
-                4,
                 grey.stroke_width(2),
             ))
             .map_err(e)?
@@ -1019,12 +1060,16 @@ pub fn plot_svg(r: &Report, title: &str) -> Result<String, String> {
             .label("single models")
             .legend(|(x, y)| Circle::new((x + 9, y), 4, BLACK.filled()));
         chart
+            // Names beside their points (to the left in the right half of the chart).
             .draw_series(singles.iter().map(|(name, c, q)| {
-                Text::new(
-                    name.clone(),
-                    (*c, *q),
-                    ("sans-serif", 13).into_font().color(&BLACK),
-                )
+                let right = *c > xmax / 2.0;
+                let h = if right { HPos::Right } else { HPos::Left };
+                let style = ("sans-serif", 13)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(h, VPos::Top));
+                EmptyElement::at((*c, *q))
+                    + Text::new(name.clone(), (if right { -8 } else { 8 }, 6), style)
             }))
             .map_err(e)?;
         chart
@@ -1189,7 +1234,11 @@ mod tests {
             plot: Some(plot.clone()),
             quiet: true,
         };
-        routing(&args).unwrap();
+        let mut table = Vec::new();
+        routing(&args, &mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(table.contains("always strong (reference)"), "{table}");
+        assert!(table.contains("RouteLLM metrics (weak cheap"), "{table}");
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(v["quality_source"]["kind"], "fit");
@@ -1212,6 +1261,10 @@ mod tests {
             plot: Some(dir.path().join("r.png")),
             ..args
         };
-        assert!(routing(&bad).unwrap_err().contains("only SVG"));
+        assert!(
+            routing(&bad, &mut Vec::new())
+                .unwrap_err()
+                .contains("only SVG")
+        );
     }
 }
