@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Convert the routing development set (../shared/data/routing-dev) into the JSONL that
-`kairos eval routing --data FILE` reads (format: docs/routing-eval.md).
+`kairos eval routing --data FILE` reads (format: docs/routing.md (offline evaluation)).
 
 Input:  ../shared/data/routing-dev/routellm-mmlu/mmlu_responses.csv          (14,042 MMLU prompts,
         a correctness flag for Mixtral-8x7B-Instruct and for GPT-4-1106-preview each)

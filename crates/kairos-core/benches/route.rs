@@ -28,12 +28,18 @@ fn gateway(rt: &tokio::runtime::Runtime) -> Gateway {
         let store = Store::connect("sqlite::memory:").await.unwrap();
         let (ledger, writer) = LedgerWriter::spawn(store, LedgerWriterConfig::default());
         std::mem::forget(writer);
-        Gateway::new(&cfg, Catalog::builtin(), &SecretString::from("master-key-0123456789"), ledger)
+        Gateway::new(
+            &cfg,
+            Catalog::builtin(),
+            &SecretString::from("master-key-0123456789"),
+            ledger,
+        )
     })
 }
 
 fn request(prompt_bytes: usize) -> ChatCompletionRequest {
-    let sentence = "Please summarize the following report about quarterly revenue and the new product line. ";
+    let sentence =
+        "Please summarize the following report about quarterly revenue and the new product line. ";
     let mut text = String::new();
     while text.len() < prompt_bytes {
         text.push_str(sentence);
@@ -50,7 +56,10 @@ fn request(prompt_bytes: usize) -> ChatCompletionRequest {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let gw = gateway(&rt);
     let mut g = c.benchmark_group("route_auto");
     for size in [200usize, 2_048, 20_480] {
@@ -62,15 +71,19 @@ fn bench(c: &mut Criterion) {
                 black_box(r.is_ok())
             })
         });
-        g.bench_with_input(BenchmarkId::new("decide+receipt_json", size), &req, |b, req| {
-            b.iter(|| {
-                let (_, receipt) = gw
-                    .route_auto(black_box(req), &RouteOptions::default(), "bench")
-                    .map_err(|_| ())
-                    .unwrap();
-                black_box(serde_json::to_vec(&receipt).unwrap().len())
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("decide+receipt_json", size),
+            &req,
+            |b, req| {
+                b.iter(|| {
+                    let (_, receipt) = gw
+                        .route_auto(black_box(req), &RouteOptions::default(), "bench")
+                        .map_err(|_| ())
+                        .unwrap();
+                    black_box(serde_json::to_vec(&receipt).unwrap().len())
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -4,10 +4,10 @@
 //! and the zero router (mixing single models), plus RouteLLM's PGR / APGR / CPT for two-model data.
 //!
 //! Everything here is pure: the CLI (`kairos-server`'s `eval_cmd`) reads the JSONL, classifies the
-//! prompts, drives the sweep and prints. `docs/routing-eval.md` describes the method and the data
+//! prompts, drives the sweep and prints. `docs/routing.md (offline evaluation)` describes the method and the data
 //! format.
 //!
-//! Metric definitions follow the sources cited in `docs/routing-eval.md`:
+//! Metric definitions follow the sources cited in `docs/routing.md (offline evaluation)`:
 //! - **PGR** at a point: `(q - q_weak) / (q_strong - q_weak)`.
 //! - **APGR**: `(AUC_router - AUC_weak) / (AUC_strong - AUC_weak)`, AUC = trapezoid area under
 //!   quality against the fraction of strong-model calls, over the points' range (RouteLLM's

@@ -1,5 +1,5 @@
 //! `kairos eval routing`: replay a dataset of prompts with known per-model outcomes through the
-//! real router and report quality retained against cost saved (see `docs/routing-eval.md`).
+//! real router and report quality retained against cost saved (see `docs/routing.md (offline evaluation)`).
 //!
 //! This module is the CLI glue: it reads the JSONL, classifies the prompts with the built-in
 //! classifier, picks the quality estimates (built-in priors, or fitted on a training split),
@@ -29,14 +29,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Subcommand)]
 pub enum EvalCmd {
     /// Replay prompts with known per-model outcomes through the router at a sweep of quality
-    /// bars; report quality retained vs cost saved (docs/routing-eval.md).
+    /// bars; report quality retained vs cost saved (docs/routing.md (offline evaluation)).
     Routing(RoutingArgs),
 }
 
 /// `kairos eval routing` options.
 #[derive(Debug, Clone, Args)]
 pub struct RoutingArgs {
-    /// The dataset: JSONL, an optional meta line then one prompt per line (docs/routing-eval.md).
+    /// The dataset: JSONL, an optional meta line then one prompt per line (docs/routing.md (offline evaluation)).
     #[arg(long)]
     pub data: PathBuf,
     /// The baseline model [default: the meta line's `reference`, else the best on average].
@@ -219,7 +219,7 @@ fn text_of(r: &RecordLine) -> Result<Text, String> {
     }
 }
 
-/// Parses the JSONL (see `docs/routing-eval.md`). `only`: keep these models; `reference`: the
+/// Parses the JSONL (see `docs/routing.md (offline evaluation)`). `only`: keep these models; `reference`: the
 /// `--reference` flag. Prices not on the meta line come from `catalog`.
 pub fn parse_dataset(
     src: &str,

@@ -342,7 +342,11 @@ async fn provider_allowlist_and_the_receipt_cli() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains(&format!("receipt {id}")), "{stdout}");
     assert!(stdout.contains("classified as summarization"), "{stdout}");
     assert!(stdout.contains("actual: ok (200)"), "{stdout}");
