@@ -217,13 +217,13 @@ impl Gateway {
         }
 
         Gateway {
+            router: crate::routing::Router::new(cfg.routing.clone(), &listing),
             providers,
             routes,
             listing,
             catalog,
             client,
             ledger,
-            router: crate::routing::Router::new(cfg.routing.clone()),
             master_key_hash: Sha256::digest(master_key.expose_secret().as_bytes()).into(),
             limits: Limits {
                 max_response_bytes: 64 * 1024 * 1024,

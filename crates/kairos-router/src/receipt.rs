@@ -120,10 +120,14 @@ pub struct ReceiptContext<'a> {
 }
 
 impl Receipt {
-    pub fn new(ctx: ReceiptContext<'_>, decision: &Decision) -> Receipt {
+    /// Takes the decision by value: its candidate list moves into the receipt (no copy on the
+    /// request path).
+    pub fn new(ctx: ReceiptContext<'_>, decision: Decision) -> Receipt {
         let chosen = decision.chosen();
-        let reference = reference(ctx.reference_model, decision);
+        let reference = reference(ctx.reference_model, &decision);
         let chosen_cost = chosen.and_then(|c| c.estimated_cost_micros);
+        let chosen_model = chosen.map(|c| c.model.clone());
+        let chosen_provider = chosen.map(|c| c.provider.clone());
         let reference = reference.map(|(r, basis)| {
             let ref_cost = r.estimated_cost_micros;
             let saving = match (ref_cost, chosen_cost) {
@@ -151,11 +155,11 @@ impl Receipt {
             max_cost_usd: ctx.max_cost_micros.map(usd),
             strict: ctx.strict,
             estimate: ctx.estimate,
-            candidates: decision.candidates.clone(),
-            chosen: chosen.map(|c| c.model.clone()),
-            chosen_provider: chosen.map(|c| c.provider.clone()),
             bar_met: decision.bar_met,
-            conservative_tasks: decision.conservative_tasks.clone(),
+            chosen: chosen_model,
+            chosen_provider,
+            conservative_tasks: decision.conservative_tasks,
+            candidates: decision.candidates,
             estimated_cost_usd: chosen_cost.map(usd),
             reference,
             sources: ctx.sources,
