@@ -19,6 +19,14 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
+# The shipped classifier weights are exactly what the training script produces from the public
+# data (reproducibility check, ~20 s).
+if [ -d ../shared/data/classifier-sources ]; then
+  cargo run -q -p kairos-router --example train_classifier -- --check
+else
+  echo "SKIP classifier --check: ../shared/data/classifier-sources not found"
+fi
+
 # The client tests drive the real binary (the debug build above already produced it).
 cargo build -p kairos-server --bin kairos --quiet
 KAIROS_BIN="$PWD/target/debug/kairos" bash clients/python/run.sh
