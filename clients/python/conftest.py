@@ -181,6 +181,12 @@ master_key = "env:KAIROS_MASTER_KEY"
 [logging]
 level = "info,kairos_server=debug,kairos_core=debug,kairos_providers=debug"
 
+# One gateway serves the whole session: no retries and no Retry-After pauses, so that one
+# test's scripted upstream failure never changes another test's outcome.
+[resilience]
+retry_attempts = 1
+max_cooldown_ms = 1
+
 [providers.openai]
 kind = "openai"
 base_url = "{mock}/v1"

@@ -34,6 +34,7 @@ fn gateway(rt: &tokio::runtime::Runtime) -> Gateway {
             &SecretString::from("master-key-0123456789"),
             ledger,
         )
+        .unwrap()
     })
 }
 

@@ -43,6 +43,36 @@ pub struct FileConfig {
     pub logging: LoggingSection,
     #[serde(default)]
     pub routing: RoutingSection,
+    /// Named routing strategies (fallback, loadbalance, conditional), see [`crate::strategy`].
+    #[serde(default)]
+    pub strategies: BTreeMap<String, crate::strategy::StrategySection>,
+    #[serde(default)]
+    pub resilience: ResilienceSection,
+}
+
+/// `[resilience]`: retry and health defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResilienceSection {
+    /// Attempts per target, the first one included (default 3: two retries).
+    pub retry_attempts: Option<u32>,
+    pub base_backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    /// A provider's Retry-After longer than this moves on instead of waiting (default 5000).
+    pub retry_after_cap_ms: Option<u64>,
+    pub retry_on_status: Option<Vec<u16>>,
+    /// Retries in flight may be at most this share of active requests (default 0.2)...
+    pub retry_budget_ratio: Option<f64>,
+    /// ...but always at least this many (default 3).
+    pub retry_budget_min: Option<u32>,
+    /// Consecutive failures that eject a target (default 5).
+    pub eject_after_failures: Option<u32>,
+    /// First ejection length; doubles per repeated ejection (default 30000).
+    pub base_ejection_ms: Option<u64>,
+    /// Window of the error rate used for load-balancing weights (default 30000).
+    pub error_window_ms: Option<u64>,
+    /// Longest pause a provider's Retry-After may impose on a target (default 60000).
+    pub max_cooldown_ms: Option<u64>,
 }
 
 /// `[routing]`: how `model="auto"` decides.
@@ -313,6 +343,17 @@ pub struct Config {
     pub models: Vec<ModelEntry>,
     pub logging: LoggingConfig,
     pub routing: crate::routing::RoutingConfig,
+    pub strategies: BTreeMap<String, crate::strategy::StrategySection>,
+    pub resilience: Resilience,
+}
+
+/// Validated `[resilience]`.
+#[derive(Debug, Clone)]
+pub struct Resilience {
+    pub retry: crate::retry::RetryPolicy,
+    pub budget_ratio: f64,
+    pub budget_min: u32,
+    pub health: crate::health::HealthConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -869,10 +910,90 @@ impl FileConfig {
             ));
         }
 
+        // strategies
+        let mut strategy_issues = Vec::new();
+        crate::strategy::validate_strategies(&self.strategies, &mut strategy_issues);
+        issues.0.extend(strategy_issues);
+        for name in self.strategies.keys() {
+            if self
+                .models
+                .iter()
+                .any(|m| &m.id == name || m.aliases.contains(name))
+            {
+                issues.push(
+                    format!("strategies.{name}"),
+                    "a model of [[models]] has the same name; strategy names are used as model names",
+                );
+            }
+        }
+
+        // resilience
+        let r = &self.resilience;
+        let mut retry = crate::retry::RetryPolicy::default();
+        if let Some(a) = r.retry_attempts {
+            if (1..=10).contains(&a) {
+                retry.max_attempts = a;
+            } else {
+                issues.push("resilience.retry_attempts", "must be between 1 and 10");
+            }
+        }
+        if let Some(v) = r.base_backoff_ms {
+            retry.base_backoff = Duration::from_millis(v);
+        }
+        if let Some(v) = r.max_backoff_ms {
+            retry.max_backoff = Duration::from_millis(v);
+        }
+        if retry.max_backoff < retry.base_backoff {
+            issues.push(
+                "resilience.max_backoff_ms",
+                "must be at least base_backoff_ms",
+            );
+        }
+        if let Some(v) = r.retry_after_cap_ms {
+            retry.retry_after_cap = Duration::from_millis(v);
+        }
+        if let Some(v) = &r.retry_on_status {
+            if v.iter().any(|c| !(400..=599).contains(c)) {
+                issues.push(
+                    "resilience.retry_on_status",
+                    "only error statuses (400-599)",
+                );
+            }
+            retry.on_status = v.clone();
+        }
+        let budget_ratio = r.retry_budget_ratio.unwrap_or(0.2);
+        if !(budget_ratio.is_finite() && (0.0..=1.0).contains(&budget_ratio)) {
+            issues.push("resilience.retry_budget_ratio", "must be between 0 and 1");
+        }
+        let mut health = crate::health::HealthConfig::default();
+        if let Some(v) = r.eject_after_failures {
+            if v == 0 {
+                issues.push("resilience.eject_after_failures", "must be at least 1");
+            }
+            health.consecutive_failures_to_eject = v;
+        }
+        if let Some(v) = r.base_ejection_ms {
+            health.base_ejection = Duration::from_millis(v);
+        }
+        if let Some(v) = r.error_window_ms {
+            health.window = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = r.max_cooldown_ms {
+            health.max_retry_after = Duration::from_millis(v);
+        }
+        let resilience = Resilience {
+            retry,
+            budget_ratio,
+            budget_min: r.retry_budget_min.unwrap_or(3),
+            health,
+        };
+
         if !issues.0.is_empty() {
             return Err(ConfigErrors(issues.0));
         }
         Ok(Config {
+            strategies: self.strategies.clone(),
+            resilience,
             server,
             storage: StorageConfig {
                 data_dir,

@@ -85,6 +85,11 @@ pub enum UpstreamFailure {
     StreamCut { provider: String },
     /// A stream went silent longer than the idle timeout.
     StreamStalled { provider: String },
+    /// The provider asked for a pause (Retry-After) that is still running: not called.
+    CoolingDown {
+        provider: String,
+        retry_after: Duration,
+    },
 }
 
 /// The gateway itself failed.
@@ -166,6 +171,13 @@ impl UpstreamFailure {
             UpstreamFailure::StreamStalled { provider } => {
                 format!("the stream from provider `{provider}` stalled; the output is incomplete")
             }
+            UpstreamFailure::CoolingDown {
+                provider,
+                retry_after,
+            } => format!(
+                "provider `{provider}` asked for a pause; retry after {} s",
+                retry_after.as_secs_f64().ceil()
+            ),
         }
     }
 }
@@ -231,6 +243,7 @@ impl GatewayError {
                 UpstreamFailure::ResponseTooLarge { .. } => "upstream_response_too_large",
                 UpstreamFailure::StreamCut { .. } => "upstream_cut",
                 UpstreamFailure::StreamStalled { .. } => "upstream_stalled",
+                UpstreamFailure::CoolingDown { .. } => "provider_cooling_down",
             },
             GatewayError::Internal(i) => match i {
                 InternalError::Translate(_) => "gateway_translate",
@@ -271,6 +284,7 @@ impl GatewayError {
                     | UpstreamErrorKind::Other => 502,
                 },
                 UpstreamFailure::Timeout { .. } | UpstreamFailure::StreamStalled { .. } => 504,
+                UpstreamFailure::CoolingDown { .. } => 429,
                 UpstreamFailure::Connect { .. }
                 | UpstreamFailure::Io { .. }
                 | UpstreamFailure::InvalidResponse { .. }
@@ -292,7 +306,9 @@ impl GatewayError {
             GatewayError::Client(_) => false,
             GatewayError::Upstream(u) => match u {
                 UpstreamFailure::Status(e) => e.kind.retryable(),
-                UpstreamFailure::Connect { .. } | UpstreamFailure::Timeout { .. } => true,
+                UpstreamFailure::Connect { .. }
+                | UpstreamFailure::Timeout { .. }
+                | UpstreamFailure::CoolingDown { .. } => true,
                 UpstreamFailure::Io { .. }
                 | UpstreamFailure::InvalidResponse { .. }
                 | UpstreamFailure::ResponseTooLarge { .. }
@@ -353,6 +369,9 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::Upstream(UpstreamFailure::Status(e)) => e.retry_after,
+            GatewayError::Upstream(UpstreamFailure::CoolingDown { retry_after, .. }) => {
+                Some(*retry_after)
+            }
             GatewayError::Internal(InternalError::Overloaded | InternalError::ShuttingDown) => {
                 Some(Duration::from_secs(1))
             }

@@ -141,18 +141,25 @@ pub struct Gateway {
     pub(crate) client: HttpClient,
     pub(crate) ledger: LedgerHandle,
     pub(crate) router: crate::routing::Router,
+    /// Provider health, shared by all requests of this process.
+    pub(crate) health: crate::health::HealthRegistry,
+    pub(crate) retry_budget: crate::retry::RetryBudget,
+    pub(crate) retry_defaults: crate::retry::RetryPolicy,
+    /// Compiled `[strategies]`, by name.
+    pub(crate) strategies: std::collections::BTreeMap<String, Arc<crate::strategy::Node>>,
     master_key_hash: [u8; 32],
     pub(crate) limits: Limits,
 }
 
 impl Gateway {
     /// Build from a validated config. `catalog` is the built-in catalog (tests pass their own).
+    /// Fails when a strategy names a model that is not available.
     pub fn new(
         cfg: &Config,
         catalog: Catalog,
         master_key: &SecretString,
         ledger: LedgerHandle,
-    ) -> Gateway {
+    ) -> Result<Gateway, crate::config::ConfigErrors> {
         let mut providers: HashMap<String, Arc<ProviderRuntime>> = HashMap::new();
         let mut connect_timeout = Duration::from_secs(10);
         for p in &cfg.providers {
@@ -216,8 +223,15 @@ impl Gateway {
             }
         }
 
-        Gateway {
+        let mut gw = Gateway {
             router: crate::routing::Router::new(cfg.routing.clone(), &listing),
+            health: crate::health::HealthRegistry::new(cfg.resilience.health.clone()),
+            retry_budget: crate::retry::RetryBudget::new(
+                cfg.resilience.budget_ratio,
+                cfg.resilience.budget_min,
+            ),
+            retry_defaults: cfg.resilience.retry.clone(),
+            strategies: std::collections::BTreeMap::new(),
             providers,
             routes,
             listing,
@@ -229,7 +243,20 @@ impl Gateway {
                 max_response_bytes: 64 * 1024 * 1024,
                 request_timeout: cfg.server.request_timeout,
             },
+        };
+        let compiled = crate::strategy::compile(&cfg.strategies, &gw.retry_defaults, &|name| {
+            gw.resolve(name, ModelMode::Chat).ok()
+        });
+        match compiled {
+            Ok(s) => gw.strategies = s,
+            Err(issues) => return Err(crate::config::ConfigErrors(issues)),
         }
+        Ok(gw)
+    }
+
+    /// Per-target health (for the admin endpoint).
+    pub fn health_snapshot(&self) -> Vec<crate::health::TargetHealth> {
+        self.health.snapshot()
     }
 
     pub fn ledger(&self) -> &LedgerHandle {

@@ -3,12 +3,16 @@
 
 pub mod catalog;
 pub mod config;
+pub mod dispatch;
 pub mod env;
 pub mod error;
 pub mod gateway;
+pub mod health;
 pub mod messages;
 pub mod pipeline;
 pub mod record;
+pub mod retry;
 pub mod routing;
+pub mod strategy;
 pub mod stream;
 pub mod tokens;

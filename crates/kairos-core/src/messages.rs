@@ -16,11 +16,13 @@ use kairos_providers::anthropic::{
 };
 use kairos_providers::client::read_body;
 
+use crate::dispatch::AttemptLimits;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, Resolved};
 use crate::pipeline::{ChatReply, ReplyMeta};
 use crate::record::{PromptSource, Recorder, Tokens};
 use crate::routing::RouteOptions;
+use crate::strategy::Node;
 use crate::stream::{EventReader, NativeStream};
 
 pub enum MessagesReply {
@@ -95,23 +97,36 @@ impl Gateway {
             ir.kairos = kairos;
             ir
         });
+        let deadline = self.deadline(opts.timeout);
         let prepared = async {
             validate(&req)?;
-            let r = self.resolve_or_route(&mut rec, &routing_view, opts)?;
-            rec.set_served(&r.provider.name, &r.entry.id, r.entry.price);
-            Ok::<Resolved, GatewayError>(r)
+            self.resolve_or_route(&mut rec, &routing_view, opts)
         }
         .await;
-        let r = match prepared {
-            Ok(r) => r,
+        let plan = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 rec.finish_err(&e);
                 return Err(e);
             }
         };
-        if r.provider.api() == ApiKind::Anthropic {
+        // A single Anthropic target is called natively (full fidelity). Plans with several
+        // targets go through the canonical form, so that any target can take over.
+        if let Node::Leaf(leaf) = plan.as_ref()
+            && leaf.resolved.provider.api() == ApiKind::Anthropic
+        {
+            let r = &leaf.resolved;
             rec.set_prompt(PromptSource::Chat(routing_view));
-            return match self.native(&mut rec, &req, &r, beta.as_deref()).await {
+            let limits = AttemptLimits {
+                ttfb: r.provider.ttfb_timeout,
+                idle: r.provider.stream_idle_timeout,
+                deadline,
+                hold_for_content: false,
+            };
+            return match self
+                .native(&mut rec, &req, r, beta.as_deref(), limits)
+                .await
+            {
                 Ok(MessagesReply::NativeStream(mut s, meta)) => {
                     s.rec = Some(rec);
                     Ok(MessagesReply::NativeStream(s, meta))
@@ -134,7 +149,7 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let result = self.chat_resolved(&mut rec, ir, r).await;
+        let result = self.chat_resolved(&mut rec, ir, plan, deadline).await;
         Self::settle(rec, result).map(MessagesReply::Translated)
     }
 
@@ -144,31 +159,46 @@ impl Gateway {
         req: &MessagesRequest,
         r: &Resolved,
         beta: Option<&str>,
+        limits: AttemptLimits,
     ) -> Result<MessagesReply, GatewayError> {
         let t = crate::pipeline::target(r);
         let up = AnthropicAdapter
             .native_request(req, &t, beta)
             .map_err(|e| GatewayError::invalid(e.message, e.param.as_deref()))?;
-        let (body, deadline) = self.send_attempt(rec, r, up).await?;
+        let started = std::time::Instant::now();
+        let target_name = format!("{}/{}", r.provider.name, r.entry.id);
+        let body = match self.send_attempt(rec, r, up, &limits).await {
+            Ok(b) => b,
+            Err(e) => {
+                rec.add_attempt(crate::record::AttemptRecord::failed(
+                    &target_name,
+                    &e,
+                    started.elapsed(),
+                    false,
+                ));
+                return Err(e);
+            }
+        };
+        rec.add_attempt(crate::record::AttemptRecord::ok(
+            &target_name,
+            started.elapsed(),
+        ));
         let mut meta = Gateway::meta(rec, r, Vec::new());
+        meta.attempts = rec.attempts_made();
         if req.is_stream() {
             let reader = EventReader::new(
                 body,
                 &r.provider.name,
-                r.provider.stream_idle_timeout,
-                deadline,
+                limits.idle,
+                limits.deadline.into_std(),
             );
             let mut s = NativeStream::new(reader);
             s.prime(rec).await?;
             return Ok(MessagesReply::NativeStream(Box::new(s), meta));
         }
-        let body = read_body(
-            body,
-            self.limits.max_response_bytes,
-            r.provider.ttfb_timeout,
-        )
-        .await
-        .map_err(|e| GatewayError::from_body(&r.provider.name, e))?;
+        let body = read_body(body, self.limits.max_response_bytes, limits.ttfb)
+            .await
+            .map_err(|e| GatewayError::from_body(&r.provider.name, e))?;
         rec.upstream_end();
         let msg = native_response_usage(&body)
             .map_err(|e| GatewayError::from_decode(&r.provider.name, e))?;

@@ -23,10 +23,12 @@ use kairos_providers::adapter::{Target, TranslateError};
 use kairos_providers::client::{BodyError, read_body};
 
 use crate::catalog::ModelMode;
+use crate::dispatch::{AttemptLimits, Exec};
 use crate::error::{ClientError, GatewayError, UpstreamFailure};
 use crate::gateway::{Gateway, Resolved};
 use crate::record::{PromptSource, Recorder, Tokens};
 use crate::routing::RouteOptions;
+use crate::strategy::Node;
 pub use crate::stream::{ChatStream, EventReader, NativeStream};
 
 /// Facts about a reply the server puts in response headers.
@@ -44,6 +46,8 @@ pub struct ReplyMeta {
     /// Set when the request was routed (`model="auto"`): the classified task. The receipt id
     /// is the request id.
     pub task: Option<&'static str>,
+    /// Targets that failed or were skipped before the one that answered.
+    pub fallbacks: u32,
 }
 
 pub enum ChatReply {
@@ -386,26 +390,44 @@ impl Gateway {
         opts: RouteOptions,
     ) -> Result<Dispatched, GatewayError> {
         validate_chat(&req)?;
-        let resolved = self.resolve_or_route(rec, &req, opts)?;
-        self.chat_resolved(rec, req, resolved).await
+        let deadline = self.deadline(opts.timeout);
+        let plan = self.resolve_or_route(rec, &req, opts)?;
+        self.chat_resolved(rec, req, plan, deadline).await
     }
 
-    /// Stage 5: a pinned model is resolved; `auto` is classified and routed, and its receipt
-    /// recorded on the request's row (also when routing fails).
+    /// Stage 5: the plan. A strategy (`x-kairos-config`, or a strategy name as the model), a
+    /// pinned model (one target, retried), or `auto`: classified and routed, the chosen model
+    /// first and the runners-up as its fallbacks; the receipt is recorded on the request's row
+    /// (also when routing fails).
     pub(crate) fn resolve_or_route(
         &self,
         rec: &mut Recorder,
         req: &ChatCompletionRequest,
         opts: RouteOptions,
-    ) -> Result<Resolved, GatewayError> {
+    ) -> Result<Arc<Node>, GatewayError> {
+        if let Some(name) = &opts.strategy {
+            return self.strategies.get(name).cloned().ok_or_else(|| {
+                GatewayError::invalid(
+                    format!("no strategy named `{}` (x-kairos-config)", clip(name, 64)),
+                    Some("x-kairos-config"),
+                )
+            });
+        }
+        if let Some(plan) = self.strategies.get(&req.model) {
+            return Ok(plan.clone());
+        }
         if !crate::routing::is_auto(&req.model) {
-            return self.resolve(&req.model, ModelMode::Chat);
+            let r = self.resolve(&req.model, ModelMode::Chat)?;
+            return Ok(Arc::new(crate::dispatch::single(
+                r,
+                self.retry_defaults.clone(),
+            )));
         }
         let opts = opts.with_body(req.kairos.as_ref())?;
         match self.route_auto(req, &opts, rec.id()) {
-            Ok((resolved, receipt)) => {
+            Ok((plan, receipt)) => {
                 rec.set_receipt(&receipt);
-                Ok(resolved)
+                Ok(plan)
             }
             Err((e, receipt)) => {
                 if let Some(r) = receipt {
@@ -416,21 +438,52 @@ impl Gateway {
         }
     }
 
-    /// Stages 6-9 for a chat request whose target is known.
+    /// The request deadline: the configured request timeout, lowered by `x-kairos-timeout-ms`.
+    pub(crate) fn deadline(
+        &self,
+        opts_timeout: Option<std::time::Duration>,
+    ) -> tokio::time::Instant {
+        let t = opts_timeout.map_or(self.limits.request_timeout, |t| {
+            t.min(self.limits.request_timeout)
+        });
+        tokio::time::Instant::now() + t
+    }
+
+    /// Stages 6-9 for a chat request whose plan is known.
     pub(crate) async fn chat_resolved(
         &self,
         rec: &mut Recorder,
         req: ChatCompletionRequest,
-        resolved: Resolved,
+        plan: Arc<Node>,
+        deadline: tokio::time::Instant,
     ) -> Result<Dispatched, GatewayError> {
-        rec.set_served(
-            &resolved.provider.name,
-            &resolved.entry.id,
-            resolved.entry.price,
-        );
         let req = Arc::new(req);
         rec.set_prompt(PromptSource::Chat(req.clone()));
-        self.dispatch_chat(rec, &req, &resolved).await
+        let key_id = rec.key_id().to_owned();
+        let task = rec.task();
+        let facts_req = req.clone();
+        let facts = move |field: &str| -> Option<serde_json::Value> {
+            match field {
+                "model" => Some(serde_json::Value::from(facts_req.model.clone())),
+                "user" => facts_req.user.clone().map(serde_json::Value::from),
+                "key" => Some(serde_json::Value::from(key_id.clone())),
+                "stream" => Some(serde_json::Value::from(facts_req.is_stream())),
+                "task" => task.map(serde_json::Value::from),
+                f => f
+                    .strip_prefix("metadata.")
+                    .and_then(|k| facts_req.metadata.as_ref()?.get(k).cloned()),
+            }
+        };
+        let _inflight = self.retry_budget.request_started();
+        let x = Exec {
+            req: &req,
+            deadline,
+            facts: &facts,
+        };
+        // A plan of one target never leaves the request with nothing: an ejected target is
+        // still called (a provider's explicit Retry-After is still respected).
+        let force = matches!(plan.as_ref(), Node::Leaf(_));
+        self.exec_node(rec, &x, &plan, false, force).await
     }
 
     /// One upstream attempt: send `up` to `r`'s provider with the outbound headers, and turn a
@@ -441,24 +494,28 @@ impl Gateway {
         rec: &mut Recorder,
         r: &Resolved,
         up: kairos_providers::adapter::UpstreamRequest,
-    ) -> Result<(hyper::body::Incoming, Instant), GatewayError> {
+        limits: &AttemptLimits,
+    ) -> Result<hyper::body::Incoming, GatewayError> {
         let headers = r.provider.outbound_headers(rec.id());
-        let deadline = Instant::now() + self.limits.request_timeout;
+        rec.set_served(&r.provider.name, &r.entry.id, r.entry.price);
         rec.upstream_start();
+        let remaining = limits
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
         let resp = self
             .client
             .send(
                 &r.provider.base_url,
                 up,
                 &headers,
-                r.provider.ttfb_timeout.min(self.limits.request_timeout),
+                limits.ttfb.min(remaining),
             )
             .await
             .map_err(|e| GatewayError::from_send(&r.provider.name, e))?;
         let status = resp.status().as_u16();
         let (parts, body) = resp.into_parts();
         if !(200..300).contains(&status) {
-            let body = read_body(body, 64 * 1024, r.provider.stream_idle_timeout)
+            let body = read_body(body, 64 * 1024, limits.idle)
                 .await
                 .unwrap_or_default();
             rec.upstream_end();
@@ -468,7 +525,7 @@ impl Gateway {
                 .upstream_error(status, &parts.headers, &body);
             return Err(GatewayError::Upstream(UpstreamFailure::Status(e)));
         }
-        Ok((body, deadline))
+        Ok(body)
     }
 
     /// The reply facts for a request served by `r`.
@@ -481,15 +538,18 @@ impl Gateway {
             dropped_params,
             attempts: 1,
             task: rec.task(),
+            fallbacks: 0,
         }
     }
 
     /// Stage 6, dispatch: one attempt against one target. (Retries and fallbacks: issue 4.)
-    async fn dispatch_chat(
+    /// One attempt against one target.
+    pub(crate) async fn dispatch_chat(
         &self,
         rec: &mut Recorder,
         req: &ChatCompletionRequest,
         r: &Resolved,
+        limits: AttemptLimits,
     ) -> Result<Dispatched, GatewayError> {
         let stream = req.is_stream();
         let t = target(r);
@@ -503,31 +563,27 @@ impl Gateway {
         } else {
             req.extra.keys().cloned().collect()
         };
-        let (body, deadline) = self.send_attempt(rec, r, up).await?;
+        let body = self.send_attempt(rec, r, up, &limits).await?;
         let mut meta = Self::meta(rec, r, dropped_params);
         if stream {
             let reader = EventReader::new(
                 body,
                 &r.provider.name,
-                r.provider.stream_idle_timeout,
-                deadline,
+                limits.idle,
+                limits.deadline.into_std(),
             );
             let mut s = ChatStream::new(reader, r.provider.adapter.chat_stream_decoder(&t));
-            s.prime(rec).await?;
+            s.prime(rec, limits.hold_for_content).await?;
             return Ok(Dispatched::Stream(Box::new(s), meta));
         }
-        let body = read_body(
-            body,
-            self.limits.max_response_bytes,
-            r.provider.ttfb_timeout,
-        )
-        .await
-        .map_err(|e| match e {
-            BodyError::Idle => GatewayError::Upstream(UpstreamFailure::Timeout {
-                provider: r.provider.name.clone(),
-            }),
-            other => GatewayError::from_body(&r.provider.name, other),
-        })?;
+        let body = read_body(body, self.limits.max_response_bytes, limits.ttfb)
+            .await
+            .map_err(|e| match e {
+                BodyError::Idle => GatewayError::Upstream(UpstreamFailure::Timeout {
+                    provider: r.provider.name.clone(),
+                }),
+                other => GatewayError::from_body(&r.provider.name, other),
+            })?;
         rec.upstream_end();
         let mut resp = r
             .provider
@@ -586,14 +642,16 @@ impl Gateway {
             .adapter
             .embeddings_request(&req, &t)
             .map_err(translate_err)?;
-        let (body, _) = self.send_attempt(rec, &r, up).await?;
-        let body = read_body(
-            body,
-            self.limits.max_response_bytes,
-            r.provider.ttfb_timeout,
-        )
-        .await
-        .map_err(|e| GatewayError::from_body(&r.provider.name, e))?;
+        let limits = AttemptLimits {
+            ttfb: r.provider.ttfb_timeout,
+            idle: r.provider.stream_idle_timeout,
+            deadline: self.deadline(None),
+            hold_for_content: false,
+        };
+        let body = self.send_attempt(rec, &r, up, &limits).await?;
+        let body = read_body(body, self.limits.max_response_bytes, limits.ttfb)
+            .await
+            .map_err(|e| GatewayError::from_body(&r.provider.name, e))?;
         rec.upstream_end();
         let mut resp = r
             .provider
@@ -655,6 +713,14 @@ pub(crate) fn usd(micros: u64) -> f64 {
 pub(crate) enum Dispatched {
     Complete(Box<ChatCompletion>, ReplyMeta),
     Stream(Box<ChatStream>, ReplyMeta),
+}
+
+impl Dispatched {
+    pub(crate) fn meta_mut(&mut self) -> &mut ReplyMeta {
+        match self {
+            Dispatched::Complete(_, m) | Dispatched::Stream(_, m) => m,
+        }
+    }
 }
 
 fn _assert_send() {

@@ -123,6 +123,61 @@ impl UsageSource {
     }
 }
 
+/// One upstream attempt, as recorded on the ledger row (`attempts_detail`, JSON).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct AttemptRecord {
+    /// `provider/model`.
+    pub target: String,
+    /// `ok`, `error`, or `skipped` (ejected or cooling down: not called).
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    pub latency_us: i64,
+    /// This failure was followed by a retry of the same target.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
+}
+
+impl AttemptRecord {
+    pub fn ok(target: &str, latency: Duration) -> Self {
+        AttemptRecord {
+            target: target.to_owned(),
+            outcome: "ok".into(),
+            status: Some(200),
+            error_kind: None,
+            latency_us: micros(latency),
+            retried: false,
+        }
+    }
+
+    pub fn failed(target: &str, e: &GatewayError, latency: Duration, retried: bool) -> Self {
+        AttemptRecord {
+            target: target.to_owned(),
+            outcome: "error".into(),
+            status: match e {
+                GatewayError::Upstream(crate::error::UpstreamFailure::Status(s)) => Some(s.status),
+                _ => None,
+            },
+            error_kind: Some(e.kind().to_owned()),
+            latency_us: micros(latency),
+            retried,
+        }
+    }
+
+    pub fn skipped(target: &str) -> Self {
+        AttemptRecord {
+            target: target.to_owned(),
+            outcome: "skipped".into(),
+            status: None,
+            error_kind: Some("target_unavailable".into()),
+            latency_us: 0,
+            retried: false,
+        }
+    }
+}
+
 /// How the request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -146,6 +201,8 @@ pub struct Recorder {
     prompt: PromptSource,
     metadata: serde_json::Map<String, serde_json::Value>,
     task: Option<&'static str>,
+    attempts: Vec<AttemptRecord>,
+    fallbacks: u32,
     finished: bool,
 }
 
@@ -184,6 +241,8 @@ impl Recorder {
             prompt: PromptSource::None,
             metadata: serde_json::Map::new(),
             task: None,
+            attempts: Vec::new(),
+            fallbacks: 0,
             finished: false,
         }
     }
@@ -222,6 +281,35 @@ impl Recorder {
         self.row.receipt = serde_json::to_string(r).ok();
     }
 
+    pub fn key_id(&self) -> &str {
+        &self.row.key_id
+    }
+
+    /// Record one upstream attempt (or a skipped target).
+    pub fn add_attempt(&mut self, a: AttemptRecord) {
+        if self.attempts.len() < 64 {
+            self.attempts.push(a);
+        }
+    }
+
+    /// A fallback moved the request to another target.
+    pub fn mark_fallback(&mut self) {
+        self.fallbacks += 1;
+    }
+
+    /// Upstream calls made so far (skipped targets not counted).
+    pub fn attempts_made(&self) -> u32 {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome != "skipped")
+            .count() as u32
+    }
+
+    /// How many targets failed (or were skipped) before the one that answered.
+    pub fn fallbacks(&self) -> u32 {
+        self.fallbacks
+    }
+
     /// The classified task, when the request was routed.
     pub fn task(&self) -> Option<&'static str> {
         self.task
@@ -242,7 +330,7 @@ impl Recorder {
     }
 
     pub fn upstream_start(&mut self) {
-        self.row.attempts += 1;
+        self.row.attempts = self.row.attempts.saturating_add(1);
         self.upstream_started = Some(Instant::now());
     }
 

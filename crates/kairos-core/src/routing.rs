@@ -72,6 +72,10 @@ pub struct RouteOptions {
     pub strict: bool,
     /// `false`: routing off, the reference model serves.
     pub disabled: bool,
+    /// A configured strategy to use instead of the model (`x-kairos-config`).
+    pub strategy: Option<String>,
+    /// Per-request total timeout (`x-kairos-timeout-ms`; can only lower the configured one).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// The body's `kairos` object.
@@ -257,7 +261,8 @@ impl Gateway {
         req: &ChatCompletionRequest,
         opts: &RouteOptions,
         request_id: &str,
-    ) -> Result<(Resolved, Receipt), (GatewayError, Option<Receipt>)> {
+    ) -> Result<(std::sync::Arc<crate::strategy::Node>, Receipt), (GatewayError, Option<Receipt>)>
+    {
         let router = &self.router;
         let (system, last_user, chars, has_images) = classifier_input(req);
         let json_mode = matches!(
@@ -290,26 +295,40 @@ impl Gateway {
         };
         let max_cost_micros = opts.max_cost_usd.map(|c| (c * 1e6).floor() as u64);
 
-        // Candidates: the prebuilt list, narrowed by the request (a copy only then).
-        let narrowed: Option<Vec<Candidate>> = (opts.models.is_some() || opts.providers.is_some())
-            .then(|| {
-                router
-                    .base
-                    .iter()
-                    .zip(&router.targets)
-                    .map(|(c, r)| {
-                        let mut c = c.clone();
-                        c.allowed = opts.models.as_ref().is_none_or(|m| {
-                            m.iter()
-                                .any(|x| x == &r.entry.id || r.entry.aliases.contains(x))
-                        }) && opts
-                            .providers
-                            .as_ref()
-                            .is_none_or(|p| p.iter().any(|x| x == &r.provider.name));
-                        c
-                    })
-                    .collect()
-            });
+        // Candidates: the prebuilt list, narrowed by the request and marked with the targets'
+        // health (a copy only when something differs from the prebuilt list).
+        let available: Vec<bool> = router
+            .targets
+            .iter()
+            .map(|r| {
+                self.health.is_available(&crate::health::TargetKey {
+                    provider: std::sync::Arc::from(r.provider.name.as_str()),
+                    model: std::sync::Arc::from(r.entry.id.as_str()),
+                })
+            })
+            .collect();
+        let narrowed: Option<Vec<Candidate>> =
+            (opts.models.is_some() || opts.providers.is_some() || available.iter().any(|a| !a))
+                .then(|| {
+                    router
+                        .base
+                        .iter()
+                        .zip(&router.targets)
+                        .zip(&available)
+                        .map(|((c, r), ok)| {
+                            let mut c = c.clone();
+                            c.healthy = *ok;
+                            c.allowed = opts.models.as_ref().is_none_or(|m| {
+                                m.iter()
+                                    .any(|x| x == &r.entry.id || r.entry.aliases.contains(x))
+                            }) && opts
+                                .providers
+                                .as_ref()
+                                .is_none_or(|p| p.iter().any(|x| x == &r.provider.name));
+                            c
+                        })
+                        .collect()
+                });
         let candidates: &[Candidate] = narrowed.as_deref().unwrap_or(&router.base);
         let resolved = &router.targets;
         let mut probs: Vec<(TaskType, f32)> = TaskType::ALL
@@ -379,7 +398,13 @@ impl Gateway {
             let idx = candidates.iter().position(|c| c.model == reference);
             receipt.chosen = Some(reference.clone());
             return match idx {
-                Some(i) => Ok((resolved[i].clone(), receipt)),
+                Some(i) => Ok((
+                    std::sync::Arc::new(crate::dispatch::single(
+                        resolved[i].clone(),
+                        self.retry_defaults.clone(),
+                    )),
+                    receipt,
+                )),
                 None => Err((
                     no_route("the reference model is not routable"),
                     Some(receipt),
@@ -387,9 +412,30 @@ impl Gateway {
             };
         }
         let chosen = decision.chosen;
+        let runners_up = runners_up(&decision, 2);
         let receipt = Receipt::new(ctx, decision);
         match chosen {
-            Some(i) => Ok((resolved[i].clone(), receipt)),
+            Some(i) => {
+                // The chosen model first, then the runners-up as its fallbacks.
+                let children: Vec<std::sync::Arc<crate::strategy::Node>> = std::iter::once(i)
+                    .chain(runners_up)
+                    .map(|j| {
+                        std::sync::Arc::new(crate::dispatch::single(
+                            resolved[j].clone(),
+                            self.retry_defaults.clone(),
+                        ))
+                    })
+                    .collect();
+                let plan = if children.len() == 1 {
+                    children[0].clone()
+                } else {
+                    std::sync::Arc::new(crate::strategy::Node::Fallback {
+                        children,
+                        triggers: crate::strategy::Triggers::default(),
+                    })
+                };
+                Ok((plan, receipt))
+            }
             None => {
                 let why = if candidates.is_empty() {
                     "no model is available for routing (none configured, or none allowed)"
@@ -402,6 +448,48 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The fallbacks of a routing decision: the survivors that lost on cost (cheapest first), or,
+/// when no candidate cleared the bar, the other eligible candidates by quality.
+fn runners_up(d: &kairos_router::funnel::Decision, n: usize) -> Vec<usize> {
+    use kairos_router::funnel::DropReason;
+    let Some(chosen) = d.chosen else {
+        return Vec::new();
+    };
+    let mut v: Vec<usize> = d
+        .candidates
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| {
+            *i != chosen
+                && if d.bar_met {
+                    matches!(c.reason, Some(DropReason::Costlier { .. }))
+                } else {
+                    matches!(
+                        c.reason,
+                        Some(
+                            DropReason::BelowBar { .. }
+                                | DropReason::OverCost { .. }
+                                | DropReason::NoQualityEvidence
+                        )
+                    )
+                }
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if d.bar_met {
+        v.sort_by_key(|&i| d.candidates[i].estimated_cost_micros.unwrap_or(u64::MAX));
+    } else {
+        v.sort_by(|&a, &b| {
+            d.candidates[b]
+                .expected_quality
+                .unwrap_or(0.0)
+                .total_cmp(&d.candidates[a].expected_quality.unwrap_or(0.0))
+        });
+    }
+    v.truncate(n);
+    v
 }
 
 fn no_route(why: &str) -> GatewayError {

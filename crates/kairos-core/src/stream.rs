@@ -146,15 +146,33 @@ impl ChatStream {
     /// that a failure before that (a bad status, a body that is not a stream, an immediate error
     /// event) is an ordinary HTTP error. The first chunk is then sent at once: waiting for the
     /// first *content* chunk instead would add the upstream's preamble-to-first-token gap to
-    /// the client's time to first byte.
-    pub(crate) async fn prime(&mut self, rec: &mut Recorder) -> Result<(), GatewayError> {
-        while self.queue.is_empty() && !self.upstream_done {
+    /// the client's time to first byte. With `hold_for_content` (another target could still take
+    /// over) the stream is held until its first content chunk, so that a preamble followed by an
+    /// error still falls back cleanly.
+    pub(crate) async fn prime(
+        &mut self,
+        rec: &mut Recorder,
+        hold_for_content: bool,
+    ) -> Result<(), GatewayError> {
+        let ready = |s: &ChatStream| {
+            if hold_for_content {
+                s.queue.iter().any(|c| {
+                    c.usage.is_some()
+                        || c.choices
+                            .iter()
+                            .any(|ch| ch.delta.has_content() || ch.finish_reason.is_some())
+                })
+            } else {
+                !s.queue.is_empty()
+            }
+        };
+        while !ready(self) && !self.upstream_done {
             if let Err(e) = self.read_one().await {
                 rec.upstream_end();
                 return Err(e);
             }
         }
-        if self.upstream_done && self.queue.is_empty() {
+        if self.upstream_done && !ready(self) {
             let r = self.finish_decoder();
             rec.upstream_end();
             r?;

@@ -20,6 +20,7 @@ pub const X_ERROR_SOURCE: HeaderName = HeaderName::from_static("x-kairos-error-s
 pub const X_DROPPED: HeaderName = HeaderName::from_static("x-kairos-dropped-params");
 pub const X_RECEIPT_ID: HeaderName = HeaderName::from_static("x-kairos-receipt-id");
 pub const X_TASK: HeaderName = HeaderName::from_static("x-kairos-task");
+pub const X_FALLBACKS: HeaderName = HeaderName::from_static("x-kairos-fallbacks");
 
 /// Which API shape the caller speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

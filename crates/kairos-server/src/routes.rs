@@ -22,9 +22,9 @@ use kairos_router::funnel::BarSource;
 use kairos_store::Store;
 
 use crate::http::{
-    Shape, X_ATTEMPTS, X_COST, X_DROPPED, X_MODEL, X_PROVIDER, X_RECEIPT_ID, X_REQUEST_ID, X_TASK,
-    X_TRACE_ID, check_json_content_type, error_body, error_response, format_usd, parse_json,
-    presented_key, read_limited, set,
+    Shape, X_ATTEMPTS, X_COST, X_DROPPED, X_FALLBACKS, X_MODEL, X_PROVIDER, X_RECEIPT_ID,
+    X_REQUEST_ID, X_TASK, X_TRACE_ID, check_json_content_type, error_body, error_response,
+    format_usd, parse_json, presented_key, read_limited, set,
 };
 
 /// Everything the handlers share.
@@ -62,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/embeddings", post(embeddings))
         .route("/v1/route", post(dry_run))
+        .route("/admin/health", get(admin_health))
         .route("/v1/receipts/{id}", get(receipt))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
@@ -270,6 +271,24 @@ pub(crate) fn route_options(h: &HeaderMap) -> Result<RouteOptions, GatewayError>
     if let Some(r) = text("x-kairos-route")? {
         o.disabled = matches!(r, "0" | "false" | "no" | "off");
     }
+    if let Some(c) = text("x-kairos-config")? {
+        if c.is_empty() || c.len() > 128 {
+            return Err(GatewayError::invalid(
+                "`x-kairos-config` must name a configured strategy",
+                Some("x-kairos-config"),
+            ));
+        }
+        o.strategy = Some(c.to_owned());
+    }
+    if let Some(t) = text("x-kairos-timeout-ms")? {
+        let ms: u64 = t.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+            GatewayError::invalid(
+                "`x-kairos-timeout-ms` must be a positive number of milliseconds",
+                Some("x-kairos-timeout-ms"),
+            )
+        })?;
+        o.timeout = Some(std::time::Duration::from_millis(ms));
+    }
     Ok(o)
 }
 
@@ -283,6 +302,9 @@ pub(crate) fn meta_headers(h: &mut HeaderMap, meta: &ReplyMeta, trace_id: &str) 
     set(h, X_MODEL, &meta.model);
     set(h, X_PROVIDER, &meta.provider);
     set(h, X_ATTEMPTS, &meta.attempts.to_string());
+    if meta.fallbacks > 0 {
+        set(h, X_FALLBACKS, &meta.fallbacks.to_string());
+    }
     match meta.cost_micros {
         Some(c) => set(h, X_COST, &format_usd(c)),
         // Streams learn their cost at the end: it is in the final usage chunk (`usage.cost`).
@@ -560,5 +582,21 @@ async fn receipt(
             Shape::OpenAi,
             None,
         ),
+    }
+}
+
+/// `GET /admin/health`: every upstream target's health (admin only).
+async fn admin_health(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
+    match st.gateway.authenticate(presented_key(&headers)) {
+        Ok(p) if p.admin => json_response(
+            StatusCode::OK,
+            Bytes::from(serde_json::json!({"targets": st.gateway.health_snapshot()}).to_string()),
+        ),
+        Ok(_) => error_response(
+            &GatewayError::Client(ClientError::Unauthorized),
+            Shape::OpenAi,
+            None,
+        ),
+        Err(e) => error_response(&e, Shape::OpenAi, None),
     }
 }

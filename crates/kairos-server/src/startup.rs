@@ -35,6 +35,8 @@ pub enum StartError {
     },
     #[error("cannot start the demo upstream: {0}")]
     Demo(std::io::Error),
+    #[error("{0}")]
+    Config(#[from] kairos_core::config::ConfigErrors),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -241,7 +243,7 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
             ..LedgerWriterConfig::default()
         },
     );
-    let gateway = Gateway::new(&cfg, Catalog::builtin(), &key, ledger.clone());
+    let gateway = Gateway::new(&cfg, Catalog::builtin(), &key, ledger.clone())?;
     let providers = gateway.provider_names();
     let models = gateway.models().data.len();
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)

@@ -232,8 +232,25 @@ async fn error_before_the_first_chunk_is_a_plain_http_error() {
     assert_eq!(r.headers()["x-kairos-error-source"], "provider");
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["code"], "provider_overloaded");
+    // The provider's Retry-After now pauses that target for everyone: the next request to it
+    // is answered at once, without an upstream call, with the time left.
+    let calls = gw.mock.call_count();
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("x")}))
+        .await;
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            <= 3
+    );
+    assert_eq!(gw.mock.call_count(), calls);
     // Once the upstream's first event has been relayed (the 200 is out), a malformed line or
-    // an error event ends the stream with an error event, never with [DONE].
+    // an error event ends the stream with an error event, never with [DONE] (another model:
+    // gpt-4o-mini is still cooling down).
     for (fault, code) in [
         (StreamFault::MalformedAfter(0), "upstream_invalid_response"),
         (StreamFault::ErrorEventAfter(0), "provider_server_error"),
@@ -243,7 +260,7 @@ async fn error_before_the_first_chunk_is_a_plain_http_error() {
             ..Default::default()
         });
         let r = gw
-            .chat(json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": true}))
+            .chat(json!({"model": "gpt-4o", "messages": user("x"), "stream": true}))
             .await;
         let ev = sse_events(r).await;
         assert!(ev.iter().all(|e| e.data != "[DONE]"));

@@ -54,6 +54,9 @@ pub struct LedgerRow {
     /// The routing receipt (JSON) of a routed request.
     #[serde(default)]
     pub receipt: Option<String>,
+    /// Every upstream attempt (JSON array) when there was more than one or one failed.
+    #[serde(default)]
+    pub attempts_detail: Option<String>,
 }
 
 /// Filters for [`crate::Store::list_requests`]. Results are newest first

@@ -22,7 +22,7 @@ macro_rules! columns {
          provider, stream, status_code, outcome, error_kind, input_tokens, output_tokens, \
          cached_tokens, cache_write_tokens, reasoning_tokens, usage_source, cost_micros, \
          latency_total_us, latency_upstream_us, overhead_us, ttft_us, metadata, end_user, \
-         trace_id, attempts, task, receipt"
+         trace_id, attempts, task, receipt, attempts_detail"
     };
 }
 
@@ -30,7 +30,7 @@ macro_rules! columns {
 #[cfg(test)]
 pub(crate) const COLUMNS: &str = columns!();
 /// Number of bind parameters per row in the multi-row insert.
-pub(crate) const NUM_COLUMNS: usize = 30;
+pub(crate) const NUM_COLUMNS: usize = 31;
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32 (the bundled build keeps it).
 pub(crate) const SQLITE_MAX_PARAMS: usize = 32_766;
@@ -89,6 +89,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "routing receipts",
         include_str!("../migrations/sqlite/0002_receipts.sql"),
     ),
+    (
+        3,
+        "attempts",
+        include_str!("../migrations/sqlite/0003_attempts.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -100,6 +105,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "routing receipts",
         include_str!("../migrations/postgres/0002_receipts.sql"),
+    ),
+    (
+        3,
+        "attempts",
+        include_str!("../migrations/postgres/0003_attempts.sql"),
     ),
 ];
 
@@ -193,7 +203,8 @@ macro_rules! backend_sql {
                         .push_bind(super::clean(&r.trace_id))
                         .push_bind(r.attempts)
                         .push_bind(super::clean_opt(&r.task))
-                        .push_bind(super::clean_opt(&r.receipt));
+                        .push_bind(super::clean_opt(&r.receipt))
+                        .push_bind(super::clean_opt(&r.attempts_detail));
                 });
                 qb.push(" ON CONFLICT (id) DO NOTHING");
                 inserted += qb.build().execute(&mut *tx).await?.rows_affected();
@@ -234,6 +245,7 @@ macro_rules! backend_sql {
                 attempts: row.try_get("attempts")?,
                 task: row.try_get("task")?,
                 receipt: row.try_get("receipt")?,
+                attempts_detail: row.try_get("attempts_detail")?,
             })
         }
 

@@ -189,6 +189,7 @@ fn full_row(i: usize) -> LedgerRow {
         attempts: 1,
         task: Some("summarization".into()),
         receipt: Some(r#"{"chosen":"m"}"#.into()),
+        attempts_detail: Some(r#"[{"target":"p/m","outcome":"ok"}]"#.into()),
     }
 }
 
@@ -225,6 +226,7 @@ fn bare_row(i: usize) -> LedgerRow {
         attempts: 0,
         task: None,
         receipt: None,
+        attempts_detail: None,
     }
 }
 

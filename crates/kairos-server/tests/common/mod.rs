@@ -38,12 +38,21 @@ pub async fn start_gw() -> Gw {
     start_with("", MockConfig::default()).await
 }
 
+/// The default harness disables retries (`[resilience] retry_attempts = 1`) so that one scripted
+/// upstream failure is one observable failure; the resilience tests configure their own.
+pub const NO_RETRY: &str = "[resilience]\nretry_attempts = 1\n";
+
 /// Start mock + gateway. `extra` is appended to the generated TOML (use `{mock}` for the mock
 /// URL); provider sections may be extended with dotted keys, e.g.
 /// `providers.openai.stream_idle_timeout_ms = 300` is not valid TOML after a table, so pass
 /// overrides as `[providers.openai]` keys through `provider_extra` instead.
 pub async fn start_with(extra: &str, mut mock_cfg: MockConfig) -> Gw {
     start_full(extra, "", &mut mock_cfg).await
+}
+
+/// Like [`start_with`] but `extra` may configure `[resilience]` itself (retries on by default).
+pub async fn start_resilient(extra: &str, mut mock_cfg: MockConfig) -> Gw {
+    start_inner_raw(extra, "", &mut mock_cfg, None).await
 }
 
 pub async fn start_full(extra: &str, provider_extra: &str, mock_cfg: &mut MockConfig) -> Gw {
@@ -57,6 +66,16 @@ pub async fn start_db(database_url: &str, mock_cfg: &mut MockConfig) -> Gw {
 }
 
 async fn start_inner(
+    extra: &str,
+    provider_extra: &str,
+    mock_cfg: &mut MockConfig,
+    db: Option<&str>,
+) -> Gw {
+    let extra = format!("{NO_RETRY}{extra}");
+    start_inner_raw(&extra, provider_extra, mock_cfg, db).await
+}
+
+async fn start_inner_raw(
     extra: &str,
     provider_extra: &str,
     mock_cfg: &mut MockConfig,

@@ -1,0 +1,2 @@
+-- Every upstream attempt of a request (retries, fallbacks, skipped targets), as JSON.
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS attempts_detail TEXT;
