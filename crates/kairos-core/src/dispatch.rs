@@ -117,7 +117,10 @@ fn failure_info(e: &GatewayError) -> FailureInfo {
                 s.kind == kairos_providers::adapter::UpstreamErrorKind::QuotaExhausted,
             ),
             UpstreamFailure::Connect { .. } => (None, FailureClass::Connect, false),
-            UpstreamFailure::Timeout { .. } => (None, FailureClass::TimeoutBeforeFirstByte, false),
+            // The request was written and may be running (and billed) upstream: resending it
+            // to the same target is not safe (test-matrix U9/U10). A fallback to another
+            // target is the strategy's decision (`timeout` trigger).
+            UpstreamFailure::Timeout { .. } => (None, FailureClass::Ambiguous, false),
             UpstreamFailure::Io { .. } => (None, FailureClass::Ambiguous, false),
             UpstreamFailure::StreamCut { .. }
             | UpstreamFailure::StreamStalled { .. }
@@ -425,6 +428,8 @@ fn with_params(
     let mut v = serde_json::to_value(req)
         .map_err(|e| GatewayError::Internal(InternalError::Translate(e.to_string())))?;
     if let Some(o) = v.as_object_mut() {
+        // `model` is not serialised by the canonical request; it is required to read it back.
+        o.insert("model".into(), Value::String(req.model.clone()));
         for (k, val) in params {
             o.insert(k.clone(), val.clone());
         }

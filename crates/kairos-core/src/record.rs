@@ -411,6 +411,9 @@ impl Recorder {
         if !self.metadata.is_empty() {
             self.row.metadata = serde_json::to_string(&std::mem::take(&mut self.metadata)).ok();
         }
+        if self.attempts.len() > 1 || self.attempts.iter().any(|a| a.outcome != "ok") {
+            self.row.attempts_detail = serde_json::to_string(&self.attempts).ok();
+        }
         let row = &mut self.row;
         if outcome == Outcome::ClientDisconnected {
             row.outcome = "client_disconnected".into();

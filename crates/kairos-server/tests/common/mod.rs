@@ -52,7 +52,17 @@ pub async fn start_with(extra: &str, mut mock_cfg: MockConfig) -> Gw {
 
 /// Like [`start_with`] but `extra` may configure `[resilience]` itself (retries on by default).
 pub async fn start_resilient(extra: &str, mut mock_cfg: MockConfig) -> Gw {
-    start_inner_raw(extra, "", &mut mock_cfg, None).await
+    start_inner_raw(extra, "", &mut mock_cfg, None, "").await
+}
+
+/// [`start_resilient`] with keys added to every provider section.
+pub async fn start_inner_with(extra: &str, provider_extra: &str, mock_cfg: &mut MockConfig) -> Gw {
+    start_inner_raw(extra, provider_extra, mock_cfg, None, "").await
+}
+
+/// The default harness with keys added to `[server]`.
+pub async fn start_with_server(server_extra: &str, mut mock_cfg: MockConfig) -> Gw {
+    start_inner_raw(NO_RETRY, "", &mut mock_cfg, None, server_extra).await
 }
 
 pub async fn start_full(extra: &str, provider_extra: &str, mock_cfg: &mut MockConfig) -> Gw {
@@ -72,7 +82,7 @@ async fn start_inner(
     db: Option<&str>,
 ) -> Gw {
     let extra = format!("{NO_RETRY}{extra}");
-    start_inner_raw(&extra, provider_extra, mock_cfg, db).await
+    start_inner_raw(&extra, provider_extra, mock_cfg, db, "").await
 }
 
 async fn start_inner_raw(
@@ -80,6 +90,7 @@ async fn start_inner_raw(
     provider_extra: &str,
     mock_cfg: &mut MockConfig,
     db: Option<&str>,
+    server_extra: &str,
 ) -> Gw {
     mock_cfg.openai_key = Some(OPENAI_KEY.into());
     mock_cfg.anthropic_key = Some(ANTHROPIC_KEY.into());
@@ -93,6 +104,7 @@ async fn start_inner_raw(
 listen = "127.0.0.1:0"
 max_body_bytes = 65536
 shutdown_grace_ms = 5000
+{server_extra}
 [storage]
 data_dir = "{dir}"
 [auth]
