@@ -85,6 +85,11 @@ enum Cmd {
         /// Keep the request log and billing ledger (off by default: benchmarks).
         #[arg(long)]
         record: bool,
+        /// Answer this share of requests (0-1) with `--fault-status`: a flapping provider.
+        #[arg(long, default_value_t = 0.0)]
+        fault_rate: f64,
+        #[arg(long, default_value_t = 503)]
+        fault_status: u16,
     },
 }
 
@@ -187,6 +192,8 @@ async fn run(cli: Cli) -> ExitCode {
             itl_ms,
             chunks,
             record,
+            fault_rate,
+            fault_status,
         } => {
             init_tracing("warn", false);
             let listener = match tokio::net::TcpListener::bind(&listen).await {
@@ -200,6 +207,8 @@ async fn run(cli: Cli) -> ExitCode {
             };
             let mut cfg = kairos_testkit::MockConfig {
                 record,
+                fault_rate: fault_rate.clamp(0.0, 1.0),
+                fault_status,
                 ..Default::default()
             };
             cfg.defaults.headers_delay_ms = latency_ms;

@@ -23,6 +23,12 @@ pub struct MockConfig {
     pub gemini_key: Option<String>,
     /// Behaviour when no script or directive applies.
     pub defaults: Behavior,
+    /// Share of default-behaviour requests (no script, no directive) answered with
+    /// `fault_status` instead: a flapping provider for resilience benchmarks. Deterministic (a
+    /// hash of a request counter), so runs are repeatable.
+    pub fault_rate: f64,
+    /// The status of those faults (default 503).
+    pub fault_status: u16,
     /// Keep the request log and the ledger (off for benchmarks).
     pub record: bool,
     /// Demo mode: friendlier default answers (set realistic latencies in `defaults`, see
@@ -37,6 +43,8 @@ impl Default for MockConfig {
             anthropic_key: None,
             gemini_key: None,
             defaults: Behavior::default(),
+            fault_rate: 0.0,
+            fault_status: 503,
             record: true,
             demo: false,
         }
@@ -149,6 +157,8 @@ pub(crate) struct Inner {
     ledger: Mutex<Ledger>,
     requests: Mutex<Vec<ReceivedRequest>>,
     calls: AtomicUsize,
+    /// Counter behind `fault_rate`.
+    faults: AtomicU64,
     disconnects: AtomicUsize,
     ids: AtomicU64,
     started: Instant,
@@ -185,6 +195,7 @@ impl MockHandle {
                 ledger: Mutex::default(),
                 requests: Mutex::default(),
                 calls: AtomicUsize::new(0),
+                faults: AtomicU64::new(0),
                 disconnects: AtomicUsize::new(0),
                 ids: AtomicU64::new(1),
                 started: Instant::now(),
@@ -295,7 +306,22 @@ impl MockHandle {
     }
 
     pub(crate) fn defaults(&self) -> Cow<'_, Behavior> {
-        Cow::Borrowed(&self.inner.cfg.defaults)
+        let cfg = &self.inner.cfg;
+        if cfg.fault_rate > 0.0 {
+            let n = self.inner.faults.fetch_add(1, Ordering::Relaxed);
+            // splitmix64 of the counter -> uniform in [0, 1).
+            let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            if ((z >> 11) as f64 / (1u64 << 53) as f64) < cfg.fault_rate {
+                return Cow::Owned(Behavior {
+                    status: cfg.fault_status,
+                    ..cfg.defaults.clone()
+                });
+            }
+        }
+        Cow::Borrowed(&cfg.defaults)
     }
 
     pub(crate) fn log_request(&self, req: ReceivedRequest) {

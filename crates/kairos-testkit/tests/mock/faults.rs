@@ -521,3 +521,46 @@ async fn demo_mode_answers_plausibly() {
     let demo = MockConfig::demo();
     assert!(demo.demo && demo.defaults.headers_delay_ms > 0 && demo.defaults.itl_ms > 0);
 }
+
+#[tokio::test]
+async fn fault_rate_answers_that_share_of_default_requests_with_the_fault_status() {
+    let m = MockServer::start(MockConfig {
+        fault_rate: 0.3,
+        fault_status: 502,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = client();
+    let mut failed = 0;
+    for _ in 0..400 {
+        let r = c
+            .post(format!("{}/v1/chat/completions", m.url()))
+            .json(
+                &serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => {}
+            502 => failed += 1,
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    // 30% of 400 = 120; the sequence is deterministic, a wide band guards the hash.
+    assert!((90..=150).contains(&failed), "{failed} faults out of 400");
+    // A scripted behaviour wins over the fault rate.
+    for _ in 0..20 {
+        m.push(Behavior::status(200));
+        let r = c
+            .post(format!("{}/v1/chat/completions", m.url()))
+            .json(
+                &serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
