@@ -61,6 +61,10 @@ pub struct ResilienceSection {
     /// A provider's Retry-After longer than this moves on instead of waiting (default 5000).
     pub retry_after_cap_ms: Option<u64>,
     pub retry_on_status: Option<Vec<u16>>,
+    /// Allow one resend to the same target after an ambiguous failure (connection lost or no
+    /// headers in time after the request was written: the provider may have run and billed
+    /// it). Default false.
+    pub retry_ambiguous: Option<bool>,
     /// Retries in flight may be at most this share of active requests (default 0.2)...
     pub retry_budget_ratio: Option<f64>,
     /// ...but always at least this many (default 3).
@@ -115,6 +119,8 @@ pub struct ServerSection {
     pub request_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub max_in_flight: Option<u64>,
+    /// Cap on one upstream response (a non-stream body, or all bytes of a stream).
+    pub max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -365,6 +371,7 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_in_flight: usize,
+    pub max_response_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -580,7 +587,25 @@ impl FileConfig {
                 "server.shutdown_grace_ms",
                 &mut issues,
             ),
-            max_in_flight: self.server.max_in_flight.unwrap_or(10_000) as usize,
+            max_in_flight: match self.server.max_in_flight {
+                None => 10_000,
+                Some(v) if v >= 1 => v as usize,
+                Some(_) => {
+                    issues.push("server.max_in_flight", "must be at least 1");
+                    10_000
+                }
+            },
+            max_response_bytes: match self.server.max_response_bytes {
+                None => 64 * 1024 * 1024,
+                Some(v) if (1024..=1 << 32).contains(&v) => v as usize,
+                Some(_) => {
+                    issues.push(
+                        "server.max_response_bytes",
+                        "must be between 1 KiB and 4 GiB",
+                    );
+                    64 * 1024 * 1024
+                }
+            },
         };
 
         // storage
@@ -951,6 +976,9 @@ impl FileConfig {
         }
         if let Some(v) = r.retry_after_cap_ms {
             retry.retry_after_cap = Duration::from_millis(v);
+        }
+        if let Some(v) = r.retry_ambiguous {
+            retry.retry_ambiguous = v;
         }
         if let Some(v) = &r.retry_on_status {
             if v.iter().any(|c| !(400..=599).contains(c)) {

@@ -76,7 +76,7 @@ fn triggers(t: &Triggers, e: &GatewayError) -> bool {
             UpstreamFailure::InvalidResponse { .. } | UpstreamFailure::ResponseTooLarge { .. } => {
                 t.invalid_response
             }
-            UpstreamFailure::CoolingDown { .. } => t.unavailable,
+            UpstreamFailure::CoolingDown { .. } | UpstreamFailure::Ejected { .. } => t.unavailable,
         },
         GatewayError::Internal(InternalError::Unavailable(_)) => t.unavailable,
         GatewayError::Client(_) | GatewayError::Internal(_) => false,
@@ -101,7 +101,7 @@ fn health_kind(e: &GatewayError) -> Option<FailureKind> {
             UpstreamFailure::InvalidResponse { .. } | UpstreamFailure::ResponseTooLarge { .. } => {
                 FailureKind::InvalidResponse
             }
-            UpstreamFailure::CoolingDown { .. } => return None,
+            UpstreamFailure::CoolingDown { .. } | UpstreamFailure::Ejected { .. } => return None,
         }),
         GatewayError::Client(_) | GatewayError::Internal(_) => None,
     }
@@ -128,7 +128,9 @@ fn failure_info(e: &GatewayError) -> FailureInfo {
             | UpstreamFailure::ResponseTooLarge { .. } => {
                 (None, FailureClass::AfterFirstByte, false)
             }
-            UpstreamFailure::CoolingDown { .. } => (None, FailureClass::NotRetryable, false),
+            UpstreamFailure::CoolingDown { .. } | UpstreamFailure::Ejected { .. } => {
+                (None, FailureClass::NotRetryable, false)
+            }
         },
         GatewayError::Client(_) | GatewayError::Internal(_) => {
             (None, FailureClass::NotRetryable, false)
@@ -307,35 +309,42 @@ impl Gateway {
         // without an upstream verdict (caller error, or the future dropped).
         loop {
             let mut probe = None;
-            if !force {
-                match self.health.admit(&k) {
-                    Admission::Open => {}
-                    Admission::Probe => {
-                        probe = Some(ProbeGuard {
-                            reg: &self.health,
-                            key: &k,
-                            reported: false,
-                        })
-                    }
-                    Admission::Ejected { .. } => {
+            let mut _last_resort = None;
+            match self.health.admit(&k) {
+                Admission::Open => {}
+                Admission::Probe => {
+                    probe = Some(ProbeGuard {
+                        reg: &self.health,
+                        key: &k,
+                        reported: false,
+                    })
+                }
+                // Even the last resort respects a provider's explicit Retry-After.
+                Admission::CoolingDown { until } => {
+                    rec.add_attempt(AttemptRecord::skipped(&target_name));
+                    return Err(GatewayError::Upstream(UpstreamFailure::CoolingDown {
+                        provider: r.provider.name.clone(),
+                        retry_after: until.saturating_duration_since(Instant::now()),
+                    }));
+                }
+                Admission::Ejected { .. } if !force => {
+                    rec.add_attempt(AttemptRecord::skipped(&target_name));
+                    return Err(unavailable(r));
+                }
+                // Every target of the plan is ejected: the last target is never starved, but
+                // only one request at a time tries it; the others fail fast (U21).
+                Admission::Ejected { until } => match self.health.claim_last_resort(&k) {
+                    Some(g) => _last_resort = Some(g),
+                    None => {
                         rec.add_attempt(AttemptRecord::skipped(&target_name));
-                        return Err(unavailable(r));
-                    }
-                    Admission::CoolingDown { until } => {
-                        rec.add_attempt(AttemptRecord::skipped(&target_name));
-                        return Err(GatewayError::Upstream(UpstreamFailure::CoolingDown {
+                        return Err(GatewayError::Upstream(UpstreamFailure::Ejected {
                             provider: r.provider.name.clone(),
-                            retry_after: until.saturating_duration_since(Instant::now()),
+                            retry_after: until
+                                .saturating_duration_since(Instant::now())
+                                .max(Duration::from_secs(1)),
                         }));
                     }
-                }
-            } else if let Admission::CoolingDown { until } = self.health.admit(&k) {
-                // Even the last resort respects a provider's explicit Retry-After.
-                rec.add_attempt(AttemptRecord::skipped(&target_name));
-                return Err(GatewayError::Upstream(UpstreamFailure::CoolingDown {
-                    provider: r.provider.name.clone(),
-                    retry_after: until.saturating_duration_since(Instant::now()),
-                }));
+                },
             }
             attempt += 1;
             let now = Instant::now();

@@ -90,6 +90,12 @@ pub enum UpstreamFailure {
         provider: String,
         retry_after: Duration,
     },
+    /// Every target of the plan is ejected after repeated failures and the one last-resort
+    /// attempt allowed at a time is already running: not called (test-matrix U21).
+    Ejected {
+        provider: String,
+        retry_after: Duration,
+    },
 }
 
 /// The gateway itself failed.
@@ -171,6 +177,13 @@ impl UpstreamFailure {
             UpstreamFailure::StreamStalled { provider } => {
                 format!("the stream from provider `{provider}` stalled; the output is incomplete")
             }
+            UpstreamFailure::Ejected {
+                provider,
+                retry_after,
+            } => format!(
+                "provider `{provider}` is failing and temporarily out of rotation; retry after {} s",
+                retry_after.as_secs_f64().ceil()
+            ),
             UpstreamFailure::CoolingDown {
                 provider,
                 retry_after,
@@ -244,6 +257,7 @@ impl GatewayError {
                 UpstreamFailure::StreamCut { .. } => "upstream_cut",
                 UpstreamFailure::StreamStalled { .. } => "upstream_stalled",
                 UpstreamFailure::CoolingDown { .. } => "provider_cooling_down",
+                UpstreamFailure::Ejected { .. } => "provider_unavailable",
             },
             GatewayError::Internal(i) => match i {
                 InternalError::Translate(_) => "gateway_translate",
@@ -285,6 +299,7 @@ impl GatewayError {
                 },
                 UpstreamFailure::Timeout { .. } | UpstreamFailure::StreamStalled { .. } => 504,
                 UpstreamFailure::CoolingDown { .. } => 429,
+                UpstreamFailure::Ejected { .. } => 503,
                 UpstreamFailure::Connect { .. }
                 | UpstreamFailure::Io { .. }
                 | UpstreamFailure::InvalidResponse { .. }
@@ -308,7 +323,8 @@ impl GatewayError {
                 UpstreamFailure::Status(e) => e.kind.retryable(),
                 UpstreamFailure::Connect { .. }
                 | UpstreamFailure::Timeout { .. }
-                | UpstreamFailure::CoolingDown { .. } => true,
+                | UpstreamFailure::CoolingDown { .. }
+                | UpstreamFailure::Ejected { .. } => true,
                 UpstreamFailure::Io { .. }
                 | UpstreamFailure::InvalidResponse { .. }
                 | UpstreamFailure::ResponseTooLarge { .. }
@@ -369,9 +385,10 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::Upstream(UpstreamFailure::Status(e)) => e.retry_after,
-            GatewayError::Upstream(UpstreamFailure::CoolingDown { retry_after, .. }) => {
-                Some(*retry_after)
-            }
+            GatewayError::Upstream(
+                UpstreamFailure::CoolingDown { retry_after, .. }
+                | UpstreamFailure::Ejected { retry_after, .. },
+            ) => Some(*retry_after),
             GatewayError::Internal(InternalError::Overloaded | InternalError::ShuttingDown) => {
                 Some(Duration::from_secs(1))
             }

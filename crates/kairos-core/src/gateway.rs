@@ -240,7 +240,7 @@ impl Gateway {
             ledger,
             master_key_hash: Sha256::digest(master_key.expose_secret().as_bytes()).into(),
             limits: Limits {
-                max_response_bytes: 64 * 1024 * 1024,
+                max_response_bytes: cfg.server.max_response_bytes,
                 request_timeout: cfg.server.request_timeout,
             },
         };

@@ -24,8 +24,9 @@
 //!
 //! **Never ejecting the last healthy target is the executor's job**: this registry sees one target at a time, the
 //! executor sees the group (Envoy caps the ejected share with `max_ejection_percent`). When every target of a group is
-//! ejected or cooling down, the executor may still try the one whose `until` is nearest, or answer 503 with a
-//! `Retry-After` (test matrix U21).
+//! ejected, the executor tries the first one anyway, but only one request at a time
+//! ([`HealthRegistry::claim_last_resort`]); the others get a fast 503 with a `Retry-After` (test matrix U21). A
+//! target cooling down on a provider's `Retry-After` is never called before it ends.
 //!
 //! All times are [`tokio::time::Instant`] so tests can run on paused time.
 
@@ -197,6 +198,21 @@ impl Admission {
     }
 }
 
+/// Holds a target's last-resort slot ([`HealthRegistry::claim_last_resort`]).
+pub struct LastResortGuard<'a> {
+    reg: &'a HealthRegistry,
+    key: &'a TargetKey,
+}
+
+impl Drop for LastResortGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.reg.lock();
+        if let Some(e) = map.get_mut(self.key) {
+            e.last_resort_busy = false;
+        }
+    }
+}
+
 /// Health state as shown in [`TargetHealth`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -244,6 +260,8 @@ struct Entry {
     /// `Some` while ejected, and after that while half-open (until a probe succeeds).
     ejected_until: Option<Instant>,
     probe_started: Option<Instant>,
+    /// A last-resort attempt (every target of its plan ejected) is running.
+    last_resort_busy: bool,
     /// When the last ejection closed (for forgiving `level`).
     healthy_since: Option<Instant>,
     cool_until: Option<Instant>,
@@ -261,6 +279,7 @@ impl Entry {
             level: 0,
             ejected_until: None,
             probe_started: None,
+            last_resort_busy: false,
             healthy_since: None,
             cool_until: None,
             ewma_ms: None,
@@ -409,6 +428,20 @@ impl HealthRegistry {
         };
         e.peak_ms = Some(peak);
         e.peak_at = now;
+    }
+
+    /// The one last-resort attempt allowed at a time on an ejected target, when every target
+    /// of a plan is ejected (test-matrix U21: the others get a fast 503). `None` while one is
+    /// running. The slot is released when the guard drops.
+    pub fn claim_last_resort<'a>(&'a self, k: &'a TargetKey) -> Option<LastResortGuard<'a>> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let e = Self::entry(&mut map, k, now);
+        if e.last_resort_busy {
+            return None;
+        }
+        e.last_resort_busy = true;
+        Some(LastResortGuard { reg: self, key: k })
     }
 
     /// Give back a probe slot without a verdict (the probe's request was cancelled, or failed for a reason that says
@@ -1161,5 +1194,15 @@ mod tests {
         assert_eq!(json[0]["state"], "healthy");
         assert_eq!(json[0]["requests"], 1);
         assert_eq!(json[0]["ewma_ms"], 120.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_last_resort_attempt_at_a_time() {
+        let reg = HealthRegistry::new(HealthConfig::default());
+        let k = TargetKey::new("p", "m");
+        let g = reg.claim_last_resort(&k).unwrap();
+        assert!(reg.claim_last_resort(&k).is_none());
+        drop(g);
+        assert!(reg.claim_last_resort(&k).is_some());
     }
 }

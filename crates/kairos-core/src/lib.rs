@@ -9,6 +9,7 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod messages;
+pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod retry;

@@ -191,6 +191,7 @@ impl Gateway {
                 &r.provider.name,
                 limits.idle,
                 limits.deadline.into_std(),
+                self.limits.max_response_bytes,
             );
             let mut s = NativeStream::new(reader);
             s.prime(rec).await?;

@@ -571,6 +571,7 @@ impl Gateway {
                 &r.provider.name,
                 limits.idle,
                 limits.deadline.into_std(),
+                self.limits.max_response_bytes,
             );
             let mut s = ChatStream::new(reader, r.provider.adapter.chat_stream_decoder(&t));
             s.prime(rec, limits.hold_for_content).await?;

@@ -138,6 +138,10 @@ pub struct AttemptRecord {
     /// This failure was followed by a retry of the same target.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retried: bool,
+    /// The request was written and then the connection broke or timed out: the provider may
+    /// have run and billed it. To reconcile against the provider's invoice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ambiguous: bool,
 }
 
 impl AttemptRecord {
@@ -149,6 +153,7 @@ impl AttemptRecord {
             error_kind: None,
             latency_us: micros(latency),
             retried: false,
+            ambiguous: false,
         }
     }
 
@@ -163,6 +168,13 @@ impl AttemptRecord {
             error_kind: Some(e.kind().to_owned()),
             latency_us: micros(latency),
             retried,
+            ambiguous: matches!(
+                e,
+                GatewayError::Upstream(
+                    crate::error::UpstreamFailure::Io { .. }
+                        | crate::error::UpstreamFailure::Timeout { .. }
+                )
+            ),
         }
     }
 
@@ -174,6 +186,7 @@ impl AttemptRecord {
             error_kind: Some("target_unavailable".into()),
             latency_us: 0,
             retried: false,
+            ambiguous: false,
         }
     }
 }
@@ -198,6 +211,8 @@ pub struct Recorder {
     usage: Option<Tokens>,
     /// Visible output seen so far (stream chunks, or the final answer), for estimates.
     output_text: String,
+    /// Bytes of visible output seen, including what did not fit in `output_text`.
+    output_len: usize,
     prompt: PromptSource,
     metadata: serde_json::Map<String, serde_json::Value>,
     task: Option<&'static str>,
@@ -238,6 +253,7 @@ impl Recorder {
             price: None,
             usage: None,
             output_text: String::new(),
+            output_len: 0,
             prompt: PromptSource::None,
             metadata: serde_json::Map::new(),
             task: None,
@@ -287,6 +303,7 @@ impl Recorder {
 
     /// Record one upstream attempt (or a skipped target).
     pub fn add_attempt(&mut self, a: AttemptRecord) {
+        crate::metrics::observe_attempt(&a);
         if self.attempts.len() < 64 {
             self.attempts.push(a);
         }
@@ -295,6 +312,7 @@ impl Recorder {
     /// A fallback moved the request to another target.
     pub fn mark_fallback(&mut self) {
         self.fallbacks += 1;
+        crate::metrics::fallback();
     }
 
     /// Upstream calls made so far (skipped targets not counted).
@@ -348,7 +366,8 @@ impl Recorder {
     }
 
     pub fn add_output_text(&mut self, s: &str) {
-        // Bounded: the estimate only needs a representative prefix beyond 1 MiB.
+        // Bounded: beyond 1 MiB the estimate scales the prefix's token count by length.
+        self.output_len += s.len();
         if self.output_text.len() < 1 << 20 {
             self.output_text.push_str(s);
         }
@@ -434,7 +453,7 @@ impl Recorder {
         match self.usage {
             Some(u) => {
                 apply_tokens(row, &u, self.price.as_ref(), UsageSource::Provider);
-                self.ledger.record(std::mem::take(row));
+                record_row(&self.ledger, std::mem::take(row));
             }
             None if called_upstream
                 && (outcome == Outcome::Ok
@@ -446,19 +465,20 @@ impl Recorder {
                 let mut row = std::mem::take(row);
                 let prompt = std::mem::replace(&mut self.prompt, PromptSource::None);
                 let output = std::mem::take(&mut self.output_text);
+                let output_len = self.output_len;
                 let price = self.price;
                 let ledger = self.ledger.clone();
                 let job = move || {
-                    let t = estimate(&prompt, &output);
+                    let t = estimate(&prompt, &output, output_len);
                     apply_tokens(&mut row, &t, price.as_ref(), UsageSource::Estimated);
-                    ledger.record(row);
+                    record_row(&ledger, row);
                 };
                 crate::tokens::estimator().submit(Box::new(job));
             }
             None => {
                 // Nothing reached a provider (or it failed before generating): no spend.
                 row.cost_micros = if called_upstream { None } else { Some(0) };
-                self.ledger.record(std::mem::take(row));
+                record_row(&self.ledger, std::mem::take(row));
             }
         }
     }
@@ -470,6 +490,12 @@ impl Drop for Recorder {
             self.complete(Outcome::ClientDisconnected);
         }
     }
+}
+
+/// Every finished row passes here: metrics first, then the ledger.
+fn record_row(ledger: &LedgerHandle, row: LedgerRow) {
+    crate::metrics::observe_row(&row);
+    ledger.record(row);
 }
 
 fn micros(d: Duration) -> i64 {
@@ -487,7 +513,9 @@ fn apply_tokens(row: &mut LedgerRow, t: &Tokens, price: Option<&Price>, src: Usa
     row.cost_micros = cost_micros(price, t).map(i);
 }
 
-fn estimate(prompt: &PromptSource, output: &str) -> Tokens {
+/// Token estimate of a request whose provider reported no usage. `output` is a prefix of the
+/// visible output, whose whole length was `output_len` bytes.
+fn estimate(prompt: &PromptSource, output: &str, output_len: usize) -> Tokens {
     let input = match prompt {
         PromptSource::None => 0,
         PromptSource::Chat(req) => crate::tokens::chat_prompt(req),
@@ -495,14 +523,31 @@ fn estimate(prompt: &PromptSource, output: &str) -> Tokens {
     };
     Tokens {
         input,
-        output: crate::tokens::count(output),
+        output: scale(crate::tokens::count(output), output.len(), output_len),
         ..Tokens::default()
     }
+}
+
+/// `tokens` counted on `prefix_len` bytes, scaled to `total_len` bytes (rounded up).
+fn scale(tokens: u64, prefix_len: usize, total_len: usize) -> u64 {
+    if prefix_len == 0 || total_len <= prefix_len {
+        return tokens;
+    }
+    (u128::from(tokens) * total_len as u128).div_ceil(prefix_len as u128) as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn estimates_scale_a_bounded_prefix_to_the_whole_output() {
+        assert_eq!(scale(100, 1000, 1000), 100);
+        assert_eq!(scale(100, 1000, 500), 100);
+        assert_eq!(scale(100, 1000, 3000), 300);
+        assert_eq!(scale(1, 3, 4), 2);
+        assert_eq!(scale(7, 0, 10), 7);
+    }
 
     #[test]
     fn priced_split_never_underflows() {

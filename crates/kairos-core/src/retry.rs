@@ -236,7 +236,10 @@ impl RetryPolicy {
         }
         match budget.try_retry() {
             Some(guard) => RetryDecision::Retry { after, guard },
-            None => RetryDecision::GiveUp(GiveUpReason::BudgetExhausted),
+            None => {
+                crate::metrics::retry_budget_exhausted();
+                RetryDecision::GiveUp(GiveUpReason::BudgetExhausted)
+            }
         }
     }
 }

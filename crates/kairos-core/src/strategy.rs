@@ -80,6 +80,7 @@ pub struct RetrySection {
     pub max_backoff_ms: Option<u64>,
     pub retry_after_cap_ms: Option<u64>,
     pub on_status: Option<Vec<u16>>,
+    pub retry_ambiguous: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -242,6 +243,15 @@ pub fn validate_strategies(s: &BTreeMap<String, StrategySection>, issues: &mut V
                 "`conditions`/`default` only apply to mode = \"conditional\"",
             );
         }
+        if matches!(mode, "single" | "conditional")
+            && (st.on_status.is_some() || st.on_errors.is_some())
+        {
+            push(
+                issues,
+                &path,
+                "`on_status`/`on_errors` only apply to mode = \"fallback\" or \"loadbalance\"",
+            );
+        }
         if mode != "loadbalance" && st.fallback_on_failure.is_some() {
             push(
                 issues,
@@ -308,6 +318,15 @@ pub fn validate_strategies(s: &BTreeMap<String, StrategySection>, issues: &mut V
                 && !(w.is_finite() && w > 0.0)
             {
                 push(issues, format!("{tp}.weight"), "must be above 0");
+            }
+            if t.strategy.is_some()
+                && (!t.params.is_empty() || t.retry.is_some() || t.timeouts.is_some())
+            {
+                push(
+                    issues,
+                    &tp,
+                    "`params`, `retry` and `timeouts` apply to model targets; set them on the targets of the named strategy",
+                );
             }
             if t.weight.is_some() && mode != "loadbalance" {
                 push(
@@ -476,6 +495,9 @@ pub fn retry_policy(defaults: &RetryPolicy, r: Option<&RetrySection>) -> RetryPo
         }
         if let Some(v) = &r.on_status {
             p.on_status = v.clone();
+        }
+        if let Some(v) = r.retry_ambiguous {
+            p.retry_ambiguous = v;
         }
     }
     p
@@ -655,6 +677,10 @@ targets = [{ model = "x", name = "cheap" }]
 conditions = [{ when = { "metadata.plan" = { eq = "free" } }, then = "nope" }]
 [strategies.d]
 mode = "magic"
+[strategies.e]
+mode = "single"
+on_status = [503]
+targets = [{ strategy = "c", params = { temperature = 0 } }]
 "#,
         );
         let mut issues = Vec::new();
@@ -667,6 +693,8 @@ mode = "magic"
             "strategies.c.conditions[0].then",
             "strategies.d.mode",
             "strategies.a",
+            "strategies.e",
+            "strategies.e.targets[0]",
         ] {
             assert!(paths.contains(&p), "missing {p} in {paths:?}");
         }

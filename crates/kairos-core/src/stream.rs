@@ -30,10 +30,18 @@ pub struct EventReader {
     idle: Duration,
     deadline: Instant,
     eof: bool,
+    /// Bytes still allowed before the stream counts as too large (test-matrix U16).
+    budget: usize,
 }
 
 impl EventReader {
-    pub fn new(body: Incoming, provider: &str, idle: Duration, deadline: Instant) -> EventReader {
+    pub fn new(
+        body: Incoming,
+        provider: &str,
+        idle: Duration,
+        deadline: Instant,
+        max_bytes: usize,
+    ) -> EventReader {
         EventReader {
             body,
             sse: SseDecoder::default(),
@@ -41,6 +49,7 @@ impl EventReader {
             idle,
             deadline,
             eof: false,
+            budget: max_bytes,
         }
     }
 
@@ -85,6 +94,14 @@ impl EventReader {
                 }
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
+                        let Some(left) = self.budget.checked_sub(data.len()) else {
+                            return Err(GatewayError::Upstream(
+                                UpstreamFailure::ResponseTooLarge {
+                                    provider: self.provider.clone(),
+                                },
+                            ));
+                        };
+                        self.budget = left;
                         self.sse.feed(&data);
                     }
                 }

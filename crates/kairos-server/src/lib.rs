@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod eval_cmd;
 pub mod http;
+pub mod metrics;
 pub mod routes;
 pub mod serve;
 pub mod startup;

@@ -63,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/embeddings", post(embeddings))
         .route("/v1/route", post(dry_run))
         .route("/admin/health", get(admin_health))
+        .route("/metrics", get(metrics_endpoint))
         .route("/v1/receipts/{id}", get(receipt))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
@@ -170,6 +171,7 @@ fn admit(
         error_response(&e, shape, Some(&id))
     };
     let Some(guard) = st.admit() else {
+        kairos_core::metrics::shed();
         return Err(fail(rec, GatewayError::Internal(InternalError::Overloaded)));
     };
     match st.gateway.authenticate(presented_key(headers)) {
@@ -582,6 +584,34 @@ async fn receipt(
             Shape::OpenAi,
             None,
         ),
+    }
+}
+
+/// `GET /metrics`: Prometheus exposition (admin only: scrape with the master key as a bearer
+/// token).
+async fn metrics_endpoint(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
+    match st.gateway.authenticate(presented_key(&headers)) {
+        Ok(p) if p.admin => match crate::metrics::render(&st) {
+            Some(text) => {
+                let mut r = Response::new(Body::from(text));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
+            None => error_response(
+                &GatewayError::Internal(InternalError::Unavailable("metrics".into())),
+                Shape::OpenAi,
+                None,
+            ),
+        },
+        Ok(_) => error_response(
+            &GatewayError::Client(ClientError::Unauthorized),
+            Shape::OpenAi,
+            None,
+        ),
+        Err(e) => error_response(&e, Shape::OpenAi, None),
     }
 }
 

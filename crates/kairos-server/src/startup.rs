@@ -243,6 +243,7 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
             ..LedgerWriterConfig::default()
         },
     );
+    crate::metrics::install();
     let gateway = Gateway::new(&cfg, Catalog::builtin(), &key, ledger.clone())?;
     let providers = gateway.provider_names();
     let models = gateway.models().data.len();

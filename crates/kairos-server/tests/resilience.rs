@@ -605,3 +605,369 @@ async fn auto_falls_back_to_its_runners_up() {
     assert_eq!(r.headers()["x-kairos-fallbacks"], "1");
     let _ = UsageMode::Present;
 }
+
+fn attempts_of(row: &kairos_store::LedgerRow) -> Vec<Value> {
+    serde_json::from_str::<Vec<Value>>(row.attempts_detail.as_deref().unwrap_or("[]")).unwrap()
+}
+
+fn reset_billed() -> Behavior {
+    Behavior {
+        reset: true,
+        bill_on_error: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_reset_after_the_request_was_written_is_ambiguous() {
+    // U4: the provider read the request (and billed it), then the connection dropped without an
+    // answer. Not resent by default; the attempt is on the ledger as ambiguous, to reconcile.
+    let gw = start_resilient("[resilience]\nretry_attempts = 3\n", MockConfig::default()).await;
+    gw.mock.push_for_model("gpt-4o-mini", reset_billed());
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("hi")}))
+        .await;
+    assert_eq!(r.status(), 502);
+    let id = request_id(&r);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "provider_connection_failed");
+    assert_eq!(gw.mock.call_count(), 1, "an ambiguous failure was resent");
+    let row = gw.row(&id).await;
+    let a = attempts_of(&row);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["ambiguous"], true);
+    assert_eq!(a[0]["error_kind"], "provider_connection_failed");
+    assert_eq!(row.status_code, 502);
+    // The provider's own record of the call: billed, no answer; the gateway's row carries the
+    // same request id.
+    let billed = gw.mock.ledger();
+    assert_eq!(billed.len(), 1);
+    assert_eq!(billed[0].status, 0);
+    assert!(billed[0].prompt_tokens > 0);
+    assert_eq!(billed[0].request_id.as_deref(), Some(id.as_str()));
+
+    // A strategy moves on to its next target (a different provider) after it.
+    let gw = start_resilient(FALLBACK, MockConfig::default()).await;
+    gw.mock.push_for_model("gpt-4o-mini", reset_billed());
+    let r = gw
+        .chat(json!({"model": "fb", "messages": user("hi")}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-kairos-model"], "claude-haiku-4-5");
+    let row = gw.row(&request_id(&r)).await;
+    assert_eq!(attempts_of(&row)[0]["ambiguous"], true);
+    assert_eq!(gw.mock.call_count(), 2);
+
+    // With `retry_ambiguous = true` the policy allows exactly one resend to the same target.
+    let gw = start_resilient(
+        "[resilience]\nretry_attempts = 3\nretry_ambiguous = true\nbase_backoff_ms = 1\nmax_backoff_ms = 2\n",
+        MockConfig::default(),
+    )
+    .await;
+    for _ in 0..3 {
+        gw.mock.push_for_model("gpt-4o-mini", reset_billed());
+    }
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("hi")}))
+        .await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(gw.mock.call_count(), 2, "one resend at most");
+    let a = attempts_of(&gw.row(&request_id(&r)).await);
+    assert_eq!(a[0]["retried"], true);
+    assert_eq!(a[1]["ambiguous"], true);
+}
+
+#[tokio::test]
+async fn a_stream_without_a_first_token_times_out_and_is_not_resent() {
+    // U10: headers and the preamble arrive, then nothing. Alone, the target's stream ends with
+    // an error event (never [DONE]) and the same body is not resent; with a fallback, nothing
+    // was committed and the next target serves the stream.
+    let mut mc = MockConfig::default();
+    let gw = start_inner_with(
+        "[resilience]\nretry_attempts = 3\n[strategies.fb]\nmode = \"fallback\"\ntargets = [{ model = \"gpt-4o-mini\" }, { model = \"claude-haiku-4-5\" }]\n",
+        "stream_idle_timeout_ms = 300",
+        &mut mc,
+    )
+    .await;
+    let silent = Behavior {
+        ttft_ms: 5_000,
+        ..Default::default()
+    };
+    gw.mock.push_for_model("gpt-4o-mini", silent.clone());
+    let t = Instant::now();
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("hi"), "stream": true}))
+        .await;
+    let id = request_id(&r);
+    let ev = sse_events(r).await;
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(ev.iter().all(|e| e.data != "[DONE]"));
+    let last: Value = serde_json::from_str(&ev.last().unwrap().data).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_stalled");
+    assert_eq!(gw.mock.call_count(), 1, "the body was resent");
+    assert_eq!(gw.row(&id).await.outcome, "upstream_stalled");
+    let t = Instant::now();
+    while gw.mock.disconnects() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "upstream not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    gw.mock.push_for_model("gpt-4o-mini", silent);
+    let r = gw
+        .chat(json!({"model": "fb", "messages": user("hi"), "stream": true}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-kairos-model"], "claude-haiku-4-5");
+    let ev = sse_events(r).await;
+    assert_eq!(ev.last().unwrap().data, "[DONE]");
+    assert_eq!(calls_to(&gw, "gpt-4o-mini"), 2);
+}
+
+#[tokio::test]
+async fn huge_and_endless_responses_are_capped() {
+    // U16: a body or a stream beyond `max_response_bytes` is cut off with a typed error; the
+    // partial stream output is billed.
+    let gw = start_with_server("max_response_bytes = 65536", MockConfig::default()).await;
+    gw.mock.push(Behavior::text("x".repeat(100_000)));
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("hi")}))
+        .await;
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_response_too_large");
+
+    gw.mock.push(Behavior {
+        text: Some("y".repeat(200_000)),
+        chunks: 2_000,
+        usage: UsageMode::Absent,
+        ..Default::default()
+    });
+    let r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("hi"), "stream": true}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = request_id(&r);
+    let ev = sse_events(r).await;
+    assert!(ev.iter().all(|e| e.data != "[DONE]"));
+    let last: Value = serde_json::from_str(&ev.last().unwrap().data).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_response_too_large");
+    let row = gw.row(&id).await;
+    assert_eq!(
+        row.error_kind.as_deref(),
+        Some("upstream_response_too_large")
+    );
+    assert!(row.output_tokens > 0, "partial output not billed");
+    assert_eq!(row.usage_source, "estimated");
+}
+
+#[tokio::test]
+async fn a_slow_reader_pauses_the_upstream() {
+    // U18: the gateway does not buffer a stream the client is not reading: the upstream's
+    // writes stall once the socket buffers are full, and resume when the client reads again.
+    let gw = start_gw().await;
+    let text = "abcdefgh".repeat(5_000_000); // 40 MB in 4,000 events of 10 KB
+    gw.mock.push(Behavior {
+        text: Some(text),
+        chunks: 4_000,
+        ..Default::default()
+    });
+    let mut r = gw
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("hi"), "stream": true}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    // Give an unbounded buffer every chance to fill.
+    let mut last = u32::MAX;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let written = gw.mock.ledger()[0].completion_tokens;
+        if written == last {
+            break;
+        }
+        last = written;
+    }
+    let billed = gw.mock.ledger();
+    assert!(!billed[0].completed, "the whole stream was read ahead");
+    // The mock bills 1 token per 4 chars: 10M tokens in all. What was read ahead sits in the
+    // four loopback socket buffers (autotuned to several MB each), not in the gateway.
+    assert!(
+        billed[0].completion_tokens < 5_000_000,
+        "{} of 10M tokens read ahead of the client",
+        billed[0].completion_tokens
+    );
+    let mut tail = Vec::new();
+    while let Some(c) = r.chunk().await.unwrap() {
+        tail.extend_from_slice(&c);
+        if tail.len() > 4096 {
+            tail.drain(..tail.len() - 4096);
+        }
+    }
+    assert!(String::from_utf8_lossy(&tail).contains("[DONE]"));
+    assert!(gw.mock.ledger()[0].completed);
+}
+
+#[tokio::test]
+async fn all_targets_down_fail_fast_with_retry_after() {
+    // U21: once every target is ejected, one request at a time still tries the first target
+    // (the last one is never starved); the others get 503 + Retry-After without an upstream call.
+    let cfg = r#"
+[resilience]
+retry_attempts = 1
+eject_after_failures = 2
+base_ejection_ms = 60000
+[strategies.both]
+mode = "fallback"
+targets = [{ model = "gpt-4o-mini" }, { model = "gemini-2.5-flash" }]
+"#;
+    let gw = start_resilient(
+        cfg,
+        MockConfig {
+            defaults: Behavior {
+                status: 503,
+                headers_delay_ms: 300,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        let r = gw
+            .chat(json!({"model": "both", "messages": user("hi")}))
+            .await;
+        assert_eq!(r.status(), 503);
+    }
+    assert_eq!(
+        gw.mock.call_count(),
+        4,
+        "two failures each eject both targets"
+    );
+    // 20 concurrent requests: one last-resort call, the rest answered at once.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let http = gw.http.clone();
+        let url = gw.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = http
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(MASTER)
+                .header("content-type", "application/json")
+                .body(json!({"model": "both", "messages": user("hi")}).to_string())
+                .send()
+                .await
+                .unwrap();
+            let ra = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let body: Value = r.json().await.unwrap();
+            (
+                body["error"]["code"].as_str().unwrap().to_owned(),
+                ra,
+                t.elapsed(),
+            )
+        }));
+    }
+    let mut fast = 0;
+    for t in tasks {
+        let (code, ra, elapsed) = t.await.unwrap();
+        if code == "provider_unavailable" {
+            assert!(ra.is_some(), "no Retry-After");
+            fast += 1;
+            assert!(
+                ra.unwrap() > 50,
+                "Retry-After should reach the ejection's end"
+            );
+            assert!(elapsed < Duration::from_millis(250), "took {elapsed:?}");
+        }
+    }
+    assert!(fast >= 18, "only {fast} fast answers");
+    assert!(gw.mock.call_count() <= 6, "{} calls", gw.mock.call_count());
+}
+
+#[tokio::test]
+async fn metrics_show_requests_attempts_and_target_health() {
+    // Health is visible in metrics as well as at /admin/health.
+    let cfg = r#"
+[resilience]
+retry_attempts = 1
+eject_after_failures = 2
+base_ejection_ms = 60000
+[strategies.fb2]
+mode = "fallback"
+targets = [{ model = "gpt-4o-mini" }, { model = "gemini-2.5-flash" }]
+"#;
+    let gw = start_resilient(cfg, MockConfig::default()).await;
+    for _ in 0..2 {
+        gw.mock.push_for_model("gpt-4o-mini", fail(503));
+    }
+    for _ in 0..3 {
+        let r = gw
+            .chat(json!({"model": "fb2", "messages": user("hi")}))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    // Rows reach the metrics when the recorder finishes; let the last one land.
+    gw.rows().await;
+    let scrape = |auth: bool| {
+        let mut b = gw.http.get(format!("{}/metrics", gw.url));
+        if auth {
+            b = b.bearer_auth(MASTER);
+        }
+        b.send()
+    };
+    assert_eq!(scrape(false).await.unwrap().status(), 401);
+    let r = scrape(true).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value(r#"kairos_requests_total{route="chat",status="200",outcome="ok"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(
+            r#"kairos_upstream_attempts_total{target="openai/gpt-4o-mini",outcome="error",error_kind="provider_overloaded"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(r#"kairos_upstream_attempts_total{target="openai/gpt-4o-mini",outcome="skipped""#),
+        1.0
+    );
+    assert_eq!(value("kairos_fallbacks_total"), 3.0);
+    assert_eq!(
+        value(r#"kairos_target_state{target="openai/gpt-4o-mini",state="ejected"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"kairos_target_state{target="gemini/gemini-2.5-flash",state="healthy"}"#),
+        1.0
+    );
+    assert!(
+        value(r#"kairos_tokens_total{provider="gemini",model="gemini-2.5-flash",kind="output"}"#)
+            > 0.0
+    );
+    assert!(text.contains("kairos_gateway_overhead_seconds_bucket"));
+    assert!(!text.contains(MASTER) && !text.contains(OPENAI_KEY));
+}

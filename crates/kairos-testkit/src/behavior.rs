@@ -56,6 +56,10 @@ pub struct Behavior {
     /// Non-2xx answers are normally billed 0 tokens; with this set the ledger bills the full
     /// usage anyway (a provider that charged and then failed: test-matrix A4).
     pub bill_on_error: bool,
+    /// Read the whole request, then drop the connection without answering (after
+    /// `headers_delay_ms`): the provider got the request and may have billed it
+    /// (`bill_on_error`), the caller got nothing (test-matrix U4). Billed with status 0.
+    pub reset: bool,
 }
 
 impl Default for Behavior {
@@ -81,6 +85,7 @@ impl Default for Behavior {
             redirect_to: None,
             finish_reason: None,
             bill_on_error: false,
+            reset: false,
         }
     }
 }

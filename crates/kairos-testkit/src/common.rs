@@ -208,6 +208,15 @@ impl<'a> Call<'a> {
     /// Applies the behaviour's error side: redirect or non-2xx status. `None` when the call
     /// goes on to a successful answer. `usage` is billed only with `bill_on_error`.
     pub(crate) async fn refuse(&self, b: &Behavior, usage: Option<&Tokens>) -> Option<Response> {
+        if b.reset {
+            self.delay(b.headers_delay_ms).await;
+            self.bill(0, if b.bill_on_error { usage } else { None }, false);
+            if let Some(kill) = self.inc.parts.extensions.get::<crate::server::ConnKill>() {
+                kill.0.notify_one();
+            }
+            // The connection task drops the connection; this handler never answers.
+            std::future::pending::<()>().await;
+        }
         if let Some(location) = &b.redirect_to {
             self.delay(b.headers_delay_ms).await;
             self.bill(302, None, false);

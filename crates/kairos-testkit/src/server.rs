@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,8 +11,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 
 use crate::behavior::Behavior;
 use crate::state::{BilledCall, MockConfig, MockHandle, ReceivedRequest};
@@ -59,6 +61,10 @@ pub async fn serve(
 
 /// Serves the mock whose state is `h` on `listener` until `shutdown` completes. Open
 /// connections (stalled streams included) are closed when it returns.
+/// Per-connection handle that makes the connection task drop the connection.
+#[derive(Clone)]
+pub(crate) struct ConnKill(pub(crate) Arc<Notify>);
+
 pub async fn serve_with(
     listener: TcpListener,
     h: MockHandle,
@@ -82,7 +88,15 @@ pub async fn serve_with(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // Lets a handler drop its own connection without answering (`Behavior::reset`).
+        let kill = ConnKill(Arc::new(Notify::new()));
+        let killed = kill.0.clone();
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(kill.clone());
+                req
+            },
+        ));
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
@@ -94,6 +108,7 @@ pub async fn serve_with(
                     }
                 }
                 _ = stop.changed() => {}
+                () = killed.notified() => {}
             }
         });
     }
