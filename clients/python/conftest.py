@@ -169,6 +169,7 @@ def start_with_retry(
 GATEWAY_TOML = """\
 [server]
 listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
 max_body_bytes = 1048576
 shutdown_grace_ms = 2000
 
@@ -186,6 +187,12 @@ level = "info,kairos_server=debug,kairos_core=debug,kairos_providers=debug"
 [resilience]
 retry_attempts = 1
 max_cooldown_ms = 1
+eject_after_failures = 1000
+
+# For test_resilience.py: two providers behind one model name.
+[strategies.py-fallback]
+mode = "fallback"
+targets = [{{ model = "gpt-4o-mini" }}, {{ model = "claude-haiku-4-5" }}]
 
 [providers.openai]
 kind = "openai"

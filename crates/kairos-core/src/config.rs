@@ -114,6 +114,8 @@ pub struct QualityOverrideSection {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     pub listen: Option<String>,
+    /// The admin API listener (`off` disables it). Keep it on loopback or a private network.
+    pub admin_listen: Option<String>,
     pub max_body_bytes: Option<u64>,
     pub header_read_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
@@ -365,6 +367,8 @@ pub struct Resilience {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// `None`: no admin listener.
+    pub admin_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     /// Upper bound on one request, stream included.
@@ -552,6 +556,29 @@ impl FileConfig {
                 SocketAddr::from(([127, 0, 0, 1], 8080))
             }
         };
+        let admin_s = ov
+            .admin_listen
+            .clone()
+            .or(self.server.admin_listen.clone())
+            .unwrap_or_else(|| "127.0.0.1:8091".to_owned());
+        let admin_listen = if admin_s == "off" {
+            None
+        } else {
+            match admin_s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    issues.push(
+                        if ov.admin_listen.is_some() {
+                            "KAIROS_ADMIN_LISTEN"
+                        } else {
+                            "server.admin_listen"
+                        },
+                        format!("`{admin_s}` is not an address like 127.0.0.1:8091 (or `off`)"),
+                    );
+                    None
+                }
+            }
+        };
         let max_body = self.server.max_body_bytes.unwrap_or(4 * 1024 * 1024);
         if !(1024..=256 * 1024 * 1024).contains(&max_body) {
             issues.push(
@@ -568,6 +595,7 @@ impl FileConfig {
         };
         let server = ServerConfig {
             listen,
+            admin_listen,
             max_body_bytes: max_body as usize,
             header_read_timeout: ms(
                 self.server.header_read_timeout_ms,

@@ -294,6 +294,19 @@ impl Gateway {
         let r = &leaf.resolved;
         let k = key(r);
         let target_name = format!("{}/{}", r.provider.name, r.entry.id);
+        if let Some(a) = rec.access()
+            && !a.allows(&[&r.entry.id], &r.provider.name)
+        {
+            // A strategy target this key may not use: skipped like an unavailable one.
+            rec.add_attempt(AttemptRecord::skipped(&target_name));
+            return Err(if force {
+                GatewayError::Client(crate::error::ClientError::ModelNotAllowed {
+                    model: r.entry.id.clone(),
+                })
+            } else {
+                unavailable(r)
+            });
+        }
         // Parameter overrides: copy the request only when there are some.
         let patched;
         let req: &ChatCompletionRequest = if leaf.params.is_empty() {

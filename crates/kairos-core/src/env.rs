@@ -6,6 +6,8 @@
 //! | `KAIROS_DATA_DIR` | where the SQLite file, the generated master key and the ledger spool live | `./.kairos` |
 //! | `KAIROS_DATABASE_URL` | `postgres://...` to use PostgreSQL instead of SQLite | SQLite in the data dir |
 //! | `KAIROS_MASTER_KEY` | the bearer key callers must send | generated at first start, stored in the data dir |
+//! | `KAIROS_ADMIN_LISTEN` | address of the admin API listener (`off` disables it) | `127.0.0.1:8091` |
+//! | `KAIROS_REDIS_URL` | `redis://...` shared by replicas for rate limits and budget counters | none: in-process |
 //! | `KAIROS_LOG` | log level or `EnvFilter` directive | `info` |
 //! | `KAIROS_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `KAIROS_MULTI_THREAD` | set: always use tokio's multi-thread scheduler, also on one CPU | unset: current-thread scheduler when the process has one CPU |
@@ -58,6 +60,8 @@ impl EnvSource for MapEnv {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub redis_url: Option<String>,
     pub data_dir: Option<String>,
     pub database_url: Option<String>,
     pub master_key: Option<String>,
@@ -70,6 +74,8 @@ impl Overrides {
         let get = |n: &str| env.get(n).filter(|v| !v.is_empty());
         Overrides {
             listen: get("KAIROS_LISTEN"),
+            admin_listen: get("KAIROS_ADMIN_LISTEN"),
+            redis_url: get("KAIROS_REDIS_URL"),
             data_dir: get("KAIROS_DATA_DIR"),
             database_url: get("KAIROS_DATABASE_URL"),
             master_key: get("KAIROS_MASTER_KEY"),

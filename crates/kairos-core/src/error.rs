@@ -50,6 +50,18 @@ pub enum ClientError {
         expected: &'static str,
     },
     Unauthorized,
+    /// Authenticated, but this key may not do that (admin API).
+    Forbidden {
+        message: String,
+    },
+    /// The object exists already (a workspace name).
+    Conflict {
+        message: String,
+    },
+    /// The key's (or its workspace's) allowlist excludes this model or provider.
+    ModelNotAllowed {
+        model: String,
+    },
     BodyTooLarge {
         limit: usize,
     },
@@ -148,6 +160,12 @@ impl ClientError {
             ClientError::MethodNotAllowed => "method not allowed on this route".to_owned(),
             ClientError::NoRoute { message } => format!("routing failed: {message}"),
             ClientError::ObjectNotFound { message } => message.clone(),
+            ClientError::Forbidden { message } | ClientError::Conflict { message } => {
+                message.clone()
+            }
+            ClientError::ModelNotAllowed { model } => format!(
+                "this API key may not use the model `{model}`; its allowed models and providers are set by the workspace admin"
+            ),
         }
     }
 }
@@ -246,6 +264,9 @@ impl GatewayError {
                 ClientError::MethodNotAllowed => "caller_method_not_allowed",
                 ClientError::NoRoute { .. } => "caller_no_route",
                 ClientError::ObjectNotFound { .. } => "caller_object_not_found",
+                ClientError::ModelNotAllowed { .. } => "caller_model_not_allowed",
+                ClientError::Forbidden { .. } => "caller_forbidden",
+                ClientError::Conflict { .. } => "caller_conflict",
             },
             GatewayError::Upstream(u) => match u {
                 UpstreamFailure::Status(e) => e.kind.as_str(),
@@ -282,6 +303,8 @@ impl GatewayError {
                 ClientError::MethodNotAllowed => 405,
                 ClientError::NoRoute { .. } => 422,
                 ClientError::ObjectNotFound { .. } => 404,
+                ClientError::ModelNotAllowed { .. } | ClientError::Forbidden { .. } => 403,
+                ClientError::Conflict { .. } => 409,
             },
             GatewayError::Upstream(u) => match u {
                 UpstreamFailure::Status(e) => match e.kind {
@@ -341,8 +364,9 @@ impl GatewayError {
     /// The OpenAI error `type`.
     pub fn openai_type(&self) -> &'static str {
         match self.status() {
-            400 | 404 | 405 | 413 | 415 | 422 => "invalid_request_error",
+            400 | 404 | 405 | 409 | 413 | 415 | 422 => "invalid_request_error",
             401 => "authentication_error",
+            403 => "permission_error",
             429 => match self {
                 GatewayError::Upstream(UpstreamFailure::Status(e))
                     if e.kind == UpstreamErrorKind::QuotaExhausted =>

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::catalog::{Catalog, ModelEntry, ModelMode};
 use crate::config::{Config, ProviderConfig, ProviderKind};
-use crate::error::{ClientError, GatewayError};
+use crate::error::{ClientError, GatewayError, InternalError};
 
 /// One configured upstream, ready to call.
 pub struct ProviderRuntime {
@@ -117,11 +117,14 @@ pub struct Resolved {
 }
 
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Principal {
     /// Never the key itself.
     pub key_id: String,
+    /// The master key (every workspace, every object).
     pub admin: bool,
+    /// A virtual key: its workspace, role, allowlists and limits.
+    pub access: Option<Arc<crate::tenancy::Access>>,
 }
 
 /// Caps that protect the gateway.
@@ -147,6 +150,8 @@ pub struct Gateway {
     pub(crate) retry_defaults: crate::retry::RetryPolicy,
     /// Compiled `[strategies]`, by name.
     pub(crate) strategies: std::collections::BTreeMap<String, Arc<crate::strategy::Node>>,
+    /// Virtual keys (None: master key only).
+    keys: Option<crate::tenancy::KeyCache>,
     master_key_hash: [u8; 32],
     pub(crate) limits: Limits,
 }
@@ -232,6 +237,7 @@ impl Gateway {
             ),
             retry_defaults: cfg.resilience.retry.clone(),
             strategies: std::collections::BTreeMap::new(),
+            keys: None,
             providers,
             routes,
             listing,
@@ -278,21 +284,46 @@ impl Gateway {
         v
     }
 
-    /// Stage 1, authenticate. The presented key is hashed and compared in constant time; the
-    /// raw value never reaches a log, an error or a cache key.
-    pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, GatewayError> {
+    /// Stage 1, authenticate. The master key is compared by hash in constant time; virtual keys
+    /// are looked up by hash in the in-memory key table ([`crate::tenancy::KeyCache`]). The raw
+    /// value never reaches a log, an error or a cache key.
+    pub async fn authenticate(&self, presented: Option<&str>) -> Result<Principal, GatewayError> {
+        let unauthorized = || GatewayError::Client(ClientError::Unauthorized);
         let Some(key) = presented.map(str::trim).filter(|k| !k.is_empty()) else {
-            return Err(GatewayError::Client(ClientError::Unauthorized));
+            return Err(unauthorized());
         };
         let h: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         if bool::from(h.ct_eq(&self.master_key_hash)) {
-            Ok(Principal {
+            return Ok(Principal {
                 key_id: "master".into(),
                 admin: true,
-            })
-        } else {
-            Err(GatewayError::Client(ClientError::Unauthorized))
+                access: None,
+            });
         }
+        // Virtual keys are `kr-` + 43 characters; anything far off that shape is not one.
+        let (Some(keys), true) = (&self.keys, key.starts_with("kr-") && key.len() <= 128) else {
+            return Err(unauthorized());
+        };
+        match keys.authenticate(key).await {
+            Ok(a) => Ok(Principal {
+                key_id: a.key_id.clone(),
+                admin: false,
+                access: Some(Arc::new(a)),
+            }),
+            Err(crate::tenancy::KeyRejection::Invalid) => Err(unauthorized()),
+            Err(crate::tenancy::KeyRejection::StoreUnavailable) => Err(GatewayError::Internal(
+                InternalError::Unavailable("the key store".into()),
+            )),
+        }
+    }
+
+    /// Enables virtual keys (the master key always works).
+    pub fn set_keys(&mut self, keys: crate::tenancy::KeyCache) {
+        self.keys = Some(keys);
+    }
+
+    pub fn keys(&self) -> Option<&crate::tenancy::KeyCache> {
+        self.keys.as_ref()
     }
 
     /// Resolve a requested model name to its provider and catalog entry.

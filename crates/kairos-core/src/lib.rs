@@ -16,4 +16,5 @@ pub mod retry;
 pub mod routing;
 pub mod strategy;
 pub mod stream;
+pub mod tenancy;
 pub mod tokens;

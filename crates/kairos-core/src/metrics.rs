@@ -6,8 +6,11 @@
 //! request was. Gauges about the present (in flight, per-target health) are set at scrape time
 //! by the server, from the same snapshot `/admin/health` shows.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, PoisonError, RwLock};
+
 use kairos_store::LedgerRow;
-use metrics::{counter, histogram};
+use metrics::{Counter, Histogram, counter, histogram};
 
 use crate::record::AttemptRecord;
 
@@ -80,53 +83,156 @@ fn status_label(status: i32) -> &'static str {
     }
 }
 
+/// Metric handles resolved once and reused: the registry lookup (hashing the name and labels)
+/// and the label allocations happen on the first request of each label set only. Profiled:
+/// resolving seven labelled metrics per request cost ~10% of peak throughput.
+#[derive(Default)]
+struct Handles {
+    requests: HashMap<(&'static str, &'static str, &'static str), (Counter, Histogram)>,
+    /// provider -> model -> handles.
+    models: HashMap<String, HashMap<String, ModelHandles>>,
+    /// target -> (outcome, error kind) -> counter.
+    attempts: HashMap<String, Vec<(&'static str, String, Counter)>>,
+    retries: HashMap<String, Counter>,
+}
+
+#[derive(Clone)]
+struct ModelHandles {
+    ttft: Histogram,
+    input: Counter,
+    output: Counter,
+    cached: Counter,
+    cost: Counter,
+}
+
+static HANDLES: LazyLock<RwLock<Handles>> = LazyLock::new(|| RwLock::new(Handles::default()));
+static OVERHEAD_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(OVERHEAD));
+static FALLBACKS_C: LazyLock<Counter> = LazyLock::new(|| counter!(FALLBACKS));
+
+fn handles() -> std::sync::RwLockReadGuard<'static, Handles> {
+    HANDLES.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn handles_mut() -> std::sync::RwLockWriteGuard<'static, Handles> {
+    HANDLES.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn route_label(route: &str) -> &'static str {
+    match route {
+        "chat" => "chat",
+        "messages" => "messages",
+        "embeddings" => "embeddings",
+        _ => "other",
+    }
+}
+
+fn outcome_label(outcome: &str) -> &'static str {
+    match outcome {
+        "ok" => "ok",
+        "error" => "error",
+        "client_disconnected" => "client_disconnected",
+        "upstream_cut" => "upstream_cut",
+        "upstream_stalled" => "upstream_stalled",
+        "skipped" => "skipped",
+        _ => "other",
+    }
+}
+
+fn model_handles(provider: &str, model: &str) -> ModelHandles {
+    if let Some(h) = handles().models.get(provider).and_then(|m| m.get(model)) {
+        return h.clone();
+    }
+    let (p, m) = (provider.to_owned(), model.to_owned());
+    let h = ModelHandles {
+        ttft: histogram!(TTFT, "provider" => p.clone(), "model" => m.clone()),
+        input: counter!(TOKENS, "provider" => p.clone(), "model" => m.clone(), "kind" => "input"),
+        output: counter!(TOKENS, "provider" => p.clone(), "model" => m.clone(), "kind" => "output"),
+        cached: counter!(TOKENS, "provider" => p.clone(), "model" => m.clone(), "kind" => "cached"),
+        cost: counter!(COST, "provider" => p.clone(), "model" => m.clone()),
+    };
+    handles_mut()
+        .models
+        .entry(p)
+        .or_default()
+        .insert(m, h.clone());
+    h
+}
+
 /// A finished request, just before its row goes to the ledger.
 pub fn observe_row(row: &LedgerRow) {
-    counter!(REQUESTS,
-        "route" => row.route.clone(),
-        "status" => status_label(row.status_code),
-        "outcome" => row.outcome.clone())
-    .increment(1);
-    histogram!(REQUEST_DURATION, "route" => row.route.clone())
-        .record(row.latency_total_us as f64 / 1e6);
-    histogram!(OVERHEAD).record(row.overhead_us as f64 / 1e6);
+    let key = (
+        route_label(&row.route),
+        status_label(row.status_code),
+        outcome_label(&row.outcome),
+    );
+    let found = handles().requests.get(&key).cloned();
+    let (requests, duration) = found.unwrap_or_else(|| {
+        let h = (
+            counter!(REQUESTS, "route" => key.0, "status" => key.1, "outcome" => key.2),
+            histogram!(REQUEST_DURATION, "route" => key.0),
+        );
+        handles_mut().requests.insert(key, h.clone());
+        h
+    });
+    requests.increment(1);
+    duration.record(row.latency_total_us as f64 / 1e6);
+    OVERHEAD_H.record(row.overhead_us as f64 / 1e6);
     let (Some(provider), Some(model)) = (&row.provider, &row.served_model) else {
         return;
     };
+    let h = model_handles(provider, model);
     if let Some(t) = row.ttft_us {
-        histogram!(TTFT, "provider" => provider.clone(), "model" => model.clone())
-            .record(t as f64 / 1e6);
+        h.ttft.record(t as f64 / 1e6);
     }
-    for (kind, n) in [
-        ("input", row.input_tokens),
-        ("output", row.output_tokens),
-        ("cached", row.cached_tokens),
+    for (c, n) in [
+        (&h.input, row.input_tokens),
+        (&h.output, row.output_tokens),
+        (&h.cached, row.cached_tokens),
     ] {
         if n > 0 {
-            counter!(TOKENS, "provider" => provider.clone(), "model" => model.clone(), "kind" => kind)
-                .increment(n as u64);
+            c.increment(n as u64);
         }
     }
     if let Some(c) = row.cost_micros.filter(|c| *c > 0) {
-        counter!(COST, "provider" => provider.clone(), "model" => model.clone())
-            .increment(c as u64);
+        h.cost.increment(c as u64);
     }
 }
 
 /// One upstream attempt (or a skipped target).
 pub fn observe_attempt(a: &AttemptRecord) {
-    counter!(ATTEMPTS,
-        "target" => a.target.clone(),
-        "outcome" => a.outcome.clone(),
-        "error_kind" => a.error_kind.clone().unwrap_or_default())
-    .increment(1);
+    let outcome = outcome_label(&a.outcome);
+    let kind = a.error_kind.as_deref().unwrap_or("");
+    let found = handles().attempts.get(&a.target).and_then(|v| {
+        v.iter()
+            .find(|(o, k, _)| *o == outcome && k == kind)
+            .map(|(_, _, c)| c.clone())
+    });
+    let c = found.unwrap_or_else(|| {
+        let c = counter!(ATTEMPTS,
+            "target" => a.target.clone(),
+            "outcome" => outcome,
+            "error_kind" => kind.to_owned());
+        handles_mut()
+            .attempts
+            .entry(a.target.clone())
+            .or_default()
+            .push((outcome, kind.to_owned(), c.clone()));
+        c
+    });
+    c.increment(1);
     if a.retried {
-        counter!(RETRIES, "target" => a.target.clone()).increment(1);
+        let found = handles().retries.get(&a.target).cloned();
+        let c = found.unwrap_or_else(|| {
+            let c = counter!(RETRIES, "target" => a.target.clone());
+            handles_mut().retries.insert(a.target.clone(), c.clone());
+            c
+        });
+        c.increment(1);
     }
 }
 
 pub fn fallback() {
-    counter!(FALLBACKS).increment(1);
+    FALLBACKS_C.increment(1);
 }
 
 pub fn retry_budget_exhausted() {

@@ -418,12 +418,34 @@ impl Gateway {
         }
         if !crate::routing::is_auto(&req.model) {
             let r = self.resolve(&req.model, ModelMode::Chat)?;
+            if let Some(a) = rec.access()
+                && !a.allows(&[&req.model, &r.entry.id], &r.provider.name)
+            {
+                return Err(GatewayError::Client(ClientError::ModelNotAllowed {
+                    model: clip(&req.model, 200),
+                }));
+            }
             return Ok(Arc::new(crate::dispatch::single(
                 r,
                 self.retry_defaults.clone(),
             )));
         }
-        let opts = opts.with_body(req.kairos.as_ref())?;
+        let mut opts = opts.with_body(req.kairos.as_ref())?;
+        if let Some(a) = rec.access() {
+            // The key's allowlists narrow the candidates; the caller can narrow further.
+            if let Some(allowed) = &a.allowed_models {
+                opts.models = Some(match opts.models.take() {
+                    Some(m) => m.into_iter().filter(|x| allowed.contains(x)).collect(),
+                    None => allowed.iter().cloned().collect(),
+                });
+            }
+            if let Some(allowed) = &a.allowed_providers {
+                opts.providers = Some(match opts.providers.take() {
+                    Some(p) => p.into_iter().filter(|x| allowed.contains(x)).collect(),
+                    None => allowed.iter().cloned().collect(),
+                });
+            }
+        }
         match self.route_auto(req, &opts, rec.id()) {
             Ok((plan, receipt)) => {
                 rec.set_receipt(&receipt);
@@ -636,6 +658,13 @@ impl Gateway {
     ) -> Result<(EmbeddingResponse, ReplyMeta), GatewayError> {
         validate_embeddings(&req)?;
         let r = self.resolve(&req.model, ModelMode::Embedding)?;
+        if let Some(a) = rec.access()
+            && !a.allows(&[&req.model, &r.entry.id], &r.provider.name)
+        {
+            return Err(GatewayError::Client(ClientError::ModelNotAllowed {
+                model: clip(&req.model, 200),
+            }));
+        }
         rec.set_served(&r.provider.name, &r.entry.id, r.entry.price);
         let t = target(&r);
         let up = r

@@ -219,6 +219,7 @@ pub struct Recorder {
     attempts: Vec<AttemptRecord>,
     fallbacks: u32,
     finished: bool,
+    access: Option<std::sync::Arc<crate::tenancy::Access>>,
 }
 
 /// The facts known when a request arrives.
@@ -260,6 +261,7 @@ impl Recorder {
             attempts: Vec::new(),
             fallbacks: 0,
             finished: false,
+            access: None,
         }
     }
 
@@ -273,6 +275,21 @@ impl Recorder {
 
     pub fn set_key(&mut self, key_id: &str) {
         key_id.clone_into(&mut self.row.key_id);
+    }
+
+    /// The caller is a virtual key: attribute the row to its workspace, tag it with the key's
+    /// metadata, and keep its allowlists for the pipeline.
+    pub fn set_access(&mut self, access: std::sync::Arc<crate::tenancy::Access>) {
+        access.key_id.clone_into(&mut self.row.key_id);
+        self.row.workspace = Some(access.workspace_id.clone());
+        if let Some(md) = &access.key.metadata {
+            self.add_metadata(md.clone(), false);
+        }
+        self.access = Some(access);
+    }
+
+    pub fn access(&self) -> Option<&crate::tenancy::Access> {
+        self.access.as_deref()
     }
 
     pub fn set_requested(&mut self, model: &str, stream: bool) {

@@ -1,6 +1,7 @@
 //! The `kairos` binary's library half: HTTP transport, handlers, startup. The binary
 //! (`main.rs`) is only the CLI on top.
 
+pub mod admin;
 pub mod anthropic;
 pub mod eval_cmd;
 pub mod http;

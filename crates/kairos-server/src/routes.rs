@@ -138,12 +138,12 @@ pub(crate) async fn begin<T: serde::de::DeserializeOwned>(
     inbound: InboundApi,
     shape: Shape,
 ) -> Result<Begun<T>, Response<Body>> {
-    let (rec, guard) = admit(st, headers, route, inbound, shape)?;
+    let (rec, guard) = admit(st, headers, route, inbound, shape).await?;
     let (req, rec) = read_json(st, headers, body, rec, shape).await?;
     Ok(Begun { req, rec, guard })
 }
 
-fn admit(
+async fn admit(
     st: &Arc<AppState>,
     headers: &HeaderMap,
     route: RouteKind,
@@ -174,8 +174,11 @@ fn admit(
         kairos_core::metrics::shed();
         return Err(fail(rec, GatewayError::Internal(InternalError::Overloaded)));
     };
-    match st.gateway.authenticate(presented_key(headers)) {
-        Ok(p) => rec.set_key(&p.key_id),
+    match st.gateway.authenticate(presented_key(headers)).await {
+        Ok(p) => match p.access {
+            Some(a) => rec.set_access(a),
+            None => rec.set_key(&p.key_id),
+        },
         Err(e) => return Err(fail(rec, e)),
     }
     if let Some(v) = headers.get("x-kairos-metadata") {
@@ -467,15 +470,16 @@ async fn embeddings(
     }
 }
 
-fn authorized(st: &AppState, headers: &HeaderMap) -> Result<(), Response<Body>> {
+async fn authorized(st: &AppState, headers: &HeaderMap) -> Result<(), Response<Body>> {
     st.gateway
         .authenticate(presented_key(headers))
+        .await
         .map(|_| ())
         .map_err(|e| error_response(&e, Shape::OpenAi, None))
 }
 
 async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
-    if let Err(r) = authorized(&st, &headers) {
+    if let Err(r) = authorized(&st, &headers).await {
         return r;
     }
     json_response(
@@ -489,7 +493,7 @@ async fn model(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response<Body> {
-    if let Err(r) = authorized(&st, &headers) {
+    if let Err(r) = authorized(&st, &headers).await {
         return r;
     }
     match st.gateway.models().data.into_iter().find(|m| m.id == id) {
@@ -514,7 +518,7 @@ async fn dry_run(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    if let Err(r) = authorized(&st, &headers) {
+    if let Err(r) = authorized(&st, &headers).await {
         return r;
     }
     let parsed = async {
@@ -548,7 +552,7 @@ async fn receipt(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response<Body> {
-    let principal = match st.gateway.authenticate(presented_key(&headers)) {
+    let principal = match st.gateway.authenticate(presented_key(&headers)).await {
         Ok(p) => p,
         Err(e) => return error_response(&e, Shape::OpenAi, None),
     };
@@ -589,8 +593,11 @@ async fn receipt(
 
 /// `GET /metrics`: Prometheus exposition (admin only: scrape with the master key as a bearer
 /// token).
-async fn metrics_endpoint(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
-    match st.gateway.authenticate(presented_key(&headers)) {
+pub(crate) async fn metrics_endpoint(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    match st.gateway.authenticate(presented_key(&headers)).await {
         Ok(p) if p.admin => match crate::metrics::render(&st) {
             Some(text) => {
                 let mut r = Response::new(Body::from(text));
@@ -616,8 +623,11 @@ async fn metrics_endpoint(State(st): State<Arc<AppState>>, headers: HeaderMap) -
 }
 
 /// `GET /admin/health`: every upstream target's health (admin only).
-async fn admin_health(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
-    match st.gateway.authenticate(presented_key(&headers)) {
+pub(crate) async fn admin_health(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    match st.gateway.authenticate(presented_key(&headers)).await {
         Ok(p) if p.admin => json_response(
             StatusCode::OK,
             Bytes::from(serde_json::json!({"targets": st.gateway.health_snapshot()}).to_string()),

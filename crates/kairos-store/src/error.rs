@@ -12,6 +12,9 @@ pub enum StoreError {
     /// Applying the migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A unique value (workspace name, key hash) is taken.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A filesystem operation failed (creating the SQLite directory, the spool).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -25,13 +28,14 @@ impl StoreError {
             StoreError::Database(_) => "store_database",
             StoreError::Migrate(_) => "store_migrate",
             StoreError::Io(_) => "store_io",
+            StoreError::Conflict(_) => "store_conflict",
         }
     }
 
     /// Whether trying the same operation again later may succeed.
     pub fn retryable(&self) -> bool {
         match self {
-            StoreError::Config(_) | StoreError::Migrate(_) => false,
+            StoreError::Config(_) | StoreError::Migrate(_) | StoreError::Conflict(_) => false,
             StoreError::Database(_) | StoreError::Io(_) => true,
         }
     }

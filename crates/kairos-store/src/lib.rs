@@ -46,12 +46,14 @@ mod error;
 mod row;
 mod spool;
 mod store;
+mod tenancy;
 mod writer;
 
 pub use error::StoreError;
 pub use row::{LedgerRow, ListQuery};
 pub use spool::SPOOL_FILE_NAME;
 pub use store::Store;
+pub use tenancy::{AuditEntry, CredentialRecord, KeyRecord, Scope, UsageSummary, WorkspaceRecord};
 pub use writer::{LedgerHandle, LedgerStats, LedgerWriter, LedgerWriterConfig};
 
 #[cfg(test)]

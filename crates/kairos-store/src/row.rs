@@ -57,6 +57,13 @@ pub struct LedgerRow {
     /// Every upstream attempt (JSON array) when there was more than one or one failed.
     #[serde(default)]
     pub attempts_detail: Option<String>,
+    /// The caller brought its own provider key for this request (no markup applies).
+    #[serde(default)]
+    pub byok: bool,
+    /// The workspace's markup on managed-key spend, in micro-USD (0 for BYOK); billed on top
+    /// of `cost_micros`.
+    #[serde(default)]
+    pub markup_micros: i64,
 }
 
 /// Filters for [`crate::Store::list_requests`]. Results are newest first

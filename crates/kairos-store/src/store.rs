@@ -22,7 +22,7 @@ macro_rules! columns {
          provider, stream, status_code, outcome, error_kind, input_tokens, output_tokens, \
          cached_tokens, cache_write_tokens, reasoning_tokens, usage_source, cost_micros, \
          latency_total_us, latency_upstream_us, overhead_us, ttft_us, metadata, end_user, \
-         trace_id, attempts, task, receipt, attempts_detail"
+         trace_id, attempts, task, receipt, attempts_detail, byok, markup_micros"
     };
 }
 
@@ -30,7 +30,7 @@ macro_rules! columns {
 #[cfg(test)]
 pub(crate) const COLUMNS: &str = columns!();
 /// Number of bind parameters per row in the multi-row insert.
-pub(crate) const NUM_COLUMNS: usize = 31;
+pub(crate) const NUM_COLUMNS: usize = 33;
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32 (the bundled build keeps it).
 pub(crate) const SQLITE_MAX_PARAMS: usize = 32_766;
@@ -94,6 +94,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempts",
         include_str!("../migrations/sqlite/0003_attempts.sql"),
     ),
+    (
+        4,
+        "tenancy",
+        include_str!("../migrations/sqlite/0004_tenancy.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -110,6 +115,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "attempts",
         include_str!("../migrations/postgres/0003_attempts.sql"),
+    ),
+    (
+        4,
+        "tenancy",
+        include_str!("../migrations/postgres/0004_tenancy.sql"),
     ),
 ];
 
@@ -204,7 +214,9 @@ macro_rules! backend_sql {
                         .push_bind(r.attempts)
                         .push_bind(super::clean_opt(&r.task))
                         .push_bind(super::clean_opt(&r.receipt))
-                        .push_bind(super::clean_opt(&r.attempts_detail));
+                        .push_bind(super::clean_opt(&r.attempts_detail))
+                        .push_bind(r.byok)
+                        .push_bind(r.markup_micros);
                 });
                 qb.push(" ON CONFLICT (id) DO NOTHING");
                 inserted += qb.build().execute(&mut *tx).await?.rows_affected();
@@ -246,6 +258,8 @@ macro_rules! backend_sql {
                 task: row.try_get("task")?,
                 receipt: row.try_get("receipt")?,
                 attempts_detail: row.try_get("attempts_detail")?,
+                byok: row.try_get("byok")?,
+                markup_micros: row.try_get("markup_micros")?,
             })
         }
 
@@ -309,11 +323,11 @@ mod postgres_sql {
 /// The request ledger on SQLite or PostgreSQL. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct Store {
-    backend: Backend,
+    pub(crate) backend: Backend,
 }
 
 #[derive(Clone)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }

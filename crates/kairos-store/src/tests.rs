@@ -190,6 +190,8 @@ fn full_row(i: usize) -> LedgerRow {
         task: Some("summarization".into()),
         receipt: Some(r#"{"chosen":"m"}"#.into()),
         attempts_detail: Some(r#"[{"target":"p/m","outcome":"ok"}]"#.into()),
+        byok: true,
+        markup_micros: 42,
     }
 }
 
@@ -227,6 +229,8 @@ fn bare_row(i: usize) -> LedgerRow {
         task: None,
         receipt: None,
         attempts_detail: None,
+        byok: false,
+        markup_micros: 0,
     }
 }
 

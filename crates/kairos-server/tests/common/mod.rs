@@ -102,6 +102,7 @@ async fn start_inner_raw(
         r#"
 [server]
 listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
 max_body_bytes = 65536
 shutdown_grace_ms = 5000
 {server_extra}
@@ -148,6 +149,51 @@ api_key = "env:GEMINI_API_KEY"
 }
 
 impl Gw {
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.run.admin_addr.expect("admin listener"))
+    }
+
+    /// An admin API call with `key` as bearer (`None`: no credentials).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut b = self
+            .http
+            .request(method, format!("{}{}", self.admin_url(), path));
+        if let Some(k) = key {
+            b = b.bearer_auth(k);
+        }
+        if let Some(v) = body {
+            b = b
+                .header("content-type", "application/json")
+                .body(v.to_string());
+        }
+        let r = b.send().await.expect("admin send");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// A chat completion with `key` as bearer.
+    pub async fn chat_as(&self, key: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.url))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("send")
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .post(format!("{}{}", self.url, path))
