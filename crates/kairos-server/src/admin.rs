@@ -182,6 +182,59 @@ fn audit_entry(
     }
 }
 
+/// Writes a changed workspace with its audit entry and updates this replica's key table.
+async fn save_workspace(
+    st: &AppState,
+    a: &Admin,
+    action: &str,
+    before: Option<Value>,
+    w: WorkspaceRecord,
+) -> Result<Value, Response<Body>> {
+    let after = workspace_json(&w);
+    let entry = audit_entry(
+        a,
+        Some(&w.id),
+        action,
+        "workspace",
+        &w.id,
+        before,
+        Some(after.clone()),
+    );
+    st.store
+        .upsert_workspace(&w, &entry)
+        .await
+        .map_err(store_err)?;
+    if let Some(k) = st.gateway.keys() {
+        k.upsert_workspace(w);
+    }
+    Ok(after)
+}
+
+/// Writes a changed key with its audit entry and updates this replica's key table.
+async fn save_key(
+    st: &AppState,
+    a: &Admin,
+    action: &str,
+    before: Option<Value>,
+    k: KeyRecord,
+) -> Result<Value, Response<Body>> {
+    let after = key_json(&k);
+    let entry = audit_entry(
+        a,
+        Some(&k.workspace_id),
+        action,
+        "key",
+        &k.id,
+        before,
+        Some(after.clone()),
+    );
+    st.store.upsert_key(&k, &entry).await.map_err(store_err)?;
+    if let Some(c) = st.gateway.keys() {
+        c.upsert_key(k);
+    }
+    Ok(after)
+}
+
 fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
@@ -243,23 +296,7 @@ async fn create_workspace(
         updated_ms: now,
         deleted_ms: None,
     };
-    let after = workspace_json(&w);
-    let entry = audit_entry(
-        &a,
-        Some(&w.id),
-        "create",
-        "workspace",
-        &w.id,
-        None,
-        Some(after.clone()),
-    );
-    st.store
-        .upsert_workspace(&w, &entry)
-        .await
-        .map_err(store_err)?;
-    if let Some(k) = st.gateway.keys() {
-        k.upsert_workspace(w);
-    }
+    let after = save_workspace(&st, &a, "create", None, w).await?;
     Ok(ok(StatusCode::CREATED, &after))
 }
 
@@ -329,23 +366,7 @@ async fn update_workspace(
         new.settings = serde_json::to_string(&s).unwrap_or_else(|_| "{}".into());
     }
     new.updated_ms = now_ms().max(w.updated_ms + 1);
-    let after = workspace_json(&new);
-    let entry = audit_entry(
-        &a,
-        Some(&id),
-        "update",
-        "workspace",
-        &id,
-        Some(before),
-        Some(after.clone()),
-    );
-    st.store
-        .upsert_workspace(&new, &entry)
-        .await
-        .map_err(store_err)?;
-    if let Some(k) = st.gateway.keys() {
-        k.upsert_workspace(new);
-    }
+    let after = save_workspace(&st, &a, "update", Some(before), new).await?;
     Ok(ok(StatusCode::OK, &after))
 }
 
@@ -364,23 +385,7 @@ async fn delete_workspace(
     let now = now_ms().max(w.updated_ms + 1);
     new.deleted_ms.get_or_insert(now);
     new.updated_ms = now;
-    let after = workspace_json(&new);
-    let entry = audit_entry(
-        &a,
-        Some(&id),
-        "delete",
-        "workspace",
-        &id,
-        Some(before),
-        Some(after.clone()),
-    );
-    st.store
-        .upsert_workspace(&new, &entry)
-        .await
-        .map_err(store_err)?;
-    if let Some(k) = st.gateway.keys() {
-        k.upsert_workspace(new);
-    }
+    let after = save_workspace(&st, &a, "delete", Some(before), new).await?;
     Ok(ok(StatusCode::OK, &after))
 }
 
@@ -446,21 +451,7 @@ async fn create_key(
         created_ms: now,
         updated_ms: now,
     };
-    let shown = key_json(&rec);
-    let entry = audit_entry(
-        &a,
-        Some(&ws),
-        "create",
-        "key",
-        &rec.id,
-        None,
-        Some(shown.clone()),
-    );
-    st.store.upsert_key(&rec, &entry).await.map_err(store_err)?;
-    if let Some(k) = st.gateway.keys() {
-        k.upsert_key(rec);
-    }
-    let mut out = shown;
+    let mut out = save_key(&st, &a, "create", None, rec).await?;
     if let Some(o) = out.as_object_mut() {
         // Shown once: only its hash is stored.
         o.insert("key".into(), Value::String(key));
@@ -531,20 +522,7 @@ async fn update_key(
         new.expires_ms = b.expires_ms;
     }
     new.updated_ms = now_ms().max(k.updated_ms + 1);
-    let after = key_json(&new);
-    let entry = audit_entry(
-        &a,
-        Some(&k.workspace_id),
-        "update",
-        "key",
-        &id,
-        Some(before),
-        Some(after.clone()),
-    );
-    st.store.upsert_key(&new, &entry).await.map_err(store_err)?;
-    if let Some(c) = st.gateway.keys() {
-        c.upsert_key(new);
-    }
+    let after = save_key(&st, &a, "update", Some(before), new).await?;
     Ok(ok(StatusCode::OK, &after))
 }
 
@@ -560,20 +538,7 @@ async fn revoke_key(
     let now = now_ms().max(k.updated_ms + 1);
     new.revoked_ms.get_or_insert(now);
     new.updated_ms = now;
-    let after = key_json(&new);
-    let entry = audit_entry(
-        &a,
-        Some(&k.workspace_id),
-        "revoke",
-        "key",
-        &id,
-        Some(before),
-        Some(after.clone()),
-    );
-    st.store.upsert_key(&new, &entry).await.map_err(store_err)?;
-    if let Some(c) = st.gateway.keys() {
-        c.upsert_key(new);
-    }
+    let after = save_key(&st, &a, "revoke", Some(before), new).await?;
     Ok(ok(StatusCode::OK, &after))
 }
 
