@@ -131,6 +131,12 @@ pub struct StorageSection {
     pub data_dir: Option<String>,
     /// `sqlite://...`, `postgres://...`, or a secret reference (`env:NAME`) to one.
     pub database_url: Option<String>,
+    /// `redis://...` (or a secret reference): rate limits and budget counters shared by the
+    /// replicas. Unset: kept in process.
+    pub redis_url: Option<String>,
+    /// Longest wait for one Redis decision before rate limits fall back to the local limiter
+    /// and budgets refuse (default 50).
+    pub redis_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -383,6 +389,9 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// None: SQLite at `<data_dir>/kairos.db`.
     pub database_url: Option<SecretString>,
+    /// None: rate limits and budgets in process.
+    pub redis_url: Option<SecretString>,
+    pub redis_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -650,6 +659,38 @@ impl FileConfig {
                 None => None,
             },
         };
+        let redis_url = match ov.redis_url.clone() {
+            Some(u) => Some(u),
+            None => match &self.storage.redis_url {
+                Some(r) => resolve_maybe_secret(r, env, "storage.redis_url", &mut issues),
+                None => None,
+            },
+        };
+        let redis_timeout_ms = ov
+            .redis_timeout_ms
+            .as_deref()
+            .map(|v| v.parse::<u64>().unwrap_or(0))
+            .or(self.storage.redis_timeout_ms)
+            .unwrap_or(50);
+        if !(1..=60_000).contains(&redis_timeout_ms) {
+            issues.push(
+                "storage.redis_timeout_ms",
+                "must be between 1 and 60000 (KAIROS_REDIS_TIMEOUT_MS likewise)",
+            );
+        }
+        let redis_timeout = Duration::from_millis(redis_timeout_ms.clamp(1, 60_000));
+        if let Some(u) = &redis_url
+            && !(u.starts_with("redis://") || u.starts_with("rediss://"))
+        {
+            issues.push(
+                if ov.redis_url.is_some() {
+                    "KAIROS_REDIS_URL"
+                } else {
+                    "storage.redis_url"
+                },
+                "must be a redis://host:port URL",
+            );
+        }
         if let Some(u) = &database_url
             && !(u.starts_with("sqlite:")
                 || u.starts_with("postgres://")
@@ -1054,6 +1095,8 @@ impl FileConfig {
             storage: StorageConfig {
                 data_dir,
                 database_url: database_url.map(SecretString::from),
+                redis_url: redis_url.map(SecretString::from),
+                redis_timeout,
             },
             master_key: master_key.map(SecretString::from),
             providers,

@@ -8,6 +8,7 @@
 //! | `KAIROS_MASTER_KEY` | the bearer key callers must send | generated at first start, stored in the data dir |
 //! | `KAIROS_ADMIN_LISTEN` | address of the admin API listener (`off` disables it) | `127.0.0.1:8091` |
 //! | `KAIROS_REDIS_URL` | `redis://...` shared by replicas for rate limits and budget counters | none: in-process |
+//! | `KAIROS_REDIS_TIMEOUT_MS` | longest wait for one Redis decision | `50` |
 //! | `KAIROS_LOG` | log level or `EnvFilter` directive | `info` |
 //! | `KAIROS_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `KAIROS_MULTI_THREAD` | set: always use tokio's multi-thread scheduler, also on one CPU | unset: current-thread scheduler when the process has one CPU |
@@ -62,6 +63,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub redis_url: Option<String>,
+    pub redis_timeout_ms: Option<String>,
     pub data_dir: Option<String>,
     pub database_url: Option<String>,
     pub master_key: Option<String>,
@@ -76,6 +78,7 @@ impl Overrides {
             listen: get("KAIROS_LISTEN"),
             admin_listen: get("KAIROS_ADMIN_LISTEN"),
             redis_url: get("KAIROS_REDIS_URL"),
+            redis_timeout_ms: get("KAIROS_REDIS_TIMEOUT_MS"),
             data_dir: get("KAIROS_DATA_DIR"),
             database_url: get("KAIROS_DATABASE_URL"),
             master_key: get("KAIROS_MASTER_KEY"),

@@ -50,6 +50,17 @@ pub enum ClientError {
         expected: &'static str,
     },
     Unauthorized,
+    /// A rate limit of the key or its workspace (RPM/TPM). `headers` are the `RateLimit-*`
+    /// response headers.
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+        headers: Vec<(&'static str, String)>,
+    },
+    /// A budget of the key or its workspace is spent for its period.
+    BudgetExceeded {
+        message: String,
+    },
     /// Authenticated, but this key may not do that (admin API).
     Forbidden {
         message: String,
@@ -160,9 +171,10 @@ impl ClientError {
             ClientError::MethodNotAllowed => "method not allowed on this route".to_owned(),
             ClientError::NoRoute { message } => format!("routing failed: {message}"),
             ClientError::ObjectNotFound { message } => message.clone(),
-            ClientError::Forbidden { message } | ClientError::Conflict { message } => {
-                message.clone()
-            }
+            ClientError::Forbidden { message }
+            | ClientError::Conflict { message }
+            | ClientError::BudgetExceeded { message }
+            | ClientError::RateLimited { message, .. } => message.clone(),
             ClientError::ModelNotAllowed { model } => format!(
                 "this API key may not use the model `{model}`; its allowed models and providers are set by the workspace admin"
             ),
@@ -266,6 +278,8 @@ impl GatewayError {
                 ClientError::ObjectNotFound { .. } => "caller_object_not_found",
                 ClientError::ModelNotAllowed { .. } => "caller_model_not_allowed",
                 ClientError::Forbidden { .. } => "caller_forbidden",
+                ClientError::RateLimited { .. } => "rate_limit_exceeded",
+                ClientError::BudgetExceeded { .. } => "budget_exceeded",
                 ClientError::Conflict { .. } => "caller_conflict",
             },
             GatewayError::Upstream(u) => match u {
@@ -305,6 +319,8 @@ impl GatewayError {
                 ClientError::ObjectNotFound { .. } => 404,
                 ClientError::ModelNotAllowed { .. } | ClientError::Forbidden { .. } => 403,
                 ClientError::Conflict { .. } => 409,
+                ClientError::RateLimited { .. } => 429,
+                ClientError::BudgetExceeded { .. } => 402,
             },
             GatewayError::Upstream(u) => match u {
                 UpstreamFailure::Status(e) => match e.kind {
@@ -366,6 +382,7 @@ impl GatewayError {
         match self.status() {
             400 | 404 | 405 | 409 | 413 | 415 | 422 => "invalid_request_error",
             401 => "authentication_error",
+            402 => "insufficient_quota",
             403 => "permission_error",
             429 => match self {
                 GatewayError::Upstream(UpstreamFailure::Status(e))
@@ -408,6 +425,7 @@ impl GatewayError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
+            GatewayError::Client(ClientError::RateLimited { retry_after, .. }) => *retry_after,
             GatewayError::Upstream(UpstreamFailure::Status(e)) => e.retry_after,
             GatewayError::Upstream(
                 UpstreamFailure::CoolingDown { retry_after, .. }

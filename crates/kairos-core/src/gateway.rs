@@ -152,6 +152,8 @@ pub struct Gateway {
     pub(crate) strategies: std::collections::BTreeMap<String, Arc<crate::strategy::Node>>,
     /// Virtual keys (None: master key only).
     keys: Option<crate::tenancy::KeyCache>,
+    /// Rate limits and budgets of virtual keys.
+    pub(crate) spend_limits: Option<kairos_limits::Limits>,
     master_key_hash: [u8; 32],
     pub(crate) limits: Limits,
 }
@@ -238,6 +240,7 @@ impl Gateway {
             retry_defaults: cfg.resilience.retry.clone(),
             strategies: std::collections::BTreeMap::new(),
             keys: None,
+            spend_limits: None,
             providers,
             routes,
             listing,
@@ -324,6 +327,31 @@ impl Gateway {
 
     pub fn keys(&self) -> Option<&crate::tenancy::KeyCache> {
         self.keys.as_ref()
+    }
+
+    /// Enables rate limits and budgets for virtual keys.
+    pub fn set_limits(&mut self, limits: kairos_limits::Limits) {
+        self.spend_limits = Some(limits);
+    }
+
+    /// Stage 4b: rate limits and budget reservation (see [`crate::spend`]).
+    pub(crate) async fn admit_spend(
+        &self,
+        rec: &mut crate::record::Recorder,
+        plan: &crate::strategy::Node,
+        prompt_bytes: impl FnOnce() -> usize,
+        max_out: Option<u32>,
+    ) -> Result<(), GatewayError> {
+        let Some(limits) = &self.spend_limits else {
+            return Ok(());
+        };
+        if rec.access().is_none() {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        plan.for_each_leaf(&mut |l| entries.push(l.resolved.entry.clone()));
+        let refs: Vec<&ModelEntry> = entries.iter().map(|e| e.as_ref()).collect();
+        crate::spend::admit(limits, rec, &refs, prompt_bytes, max_out).await
     }
 
     /// Resolve a requested model name to its provider and catalog entry.

@@ -100,7 +100,15 @@ impl Gateway {
         let deadline = self.deadline(opts.timeout);
         let prepared = async {
             validate(&req)?;
-            self.resolve_or_route(&mut rec, &routing_view, opts)
+            let plan = self.resolve_or_route(&mut rec, &routing_view, opts)?;
+            self.admit_spend(
+                &mut rec,
+                &plan,
+                || serde_json::to_vec(&req.messages).map_or(0, |v| v.len()),
+                Some(req.max_tokens),
+            )
+            .await?;
+            Ok(plan)
         }
         .await;
         let plan = match prepared {

@@ -392,6 +392,13 @@ impl Gateway {
         validate_chat(&req)?;
         let deadline = self.deadline(opts.timeout);
         let plan = self.resolve_or_route(rec, &req, opts)?;
+        self.admit_spend(
+            rec,
+            &plan,
+            || serde_json::to_vec(&req.messages).map_or(0, |v| v.len()),
+            req.output_cap(),
+        )
+        .await?;
         self.chat_resolved(rec, req, plan, deadline).await
     }
 
@@ -665,6 +672,14 @@ impl Gateway {
                 model: clip(&req.model, 200),
             }));
         }
+        let plan = crate::dispatch::single(r.clone(), self.retry_defaults.clone());
+        self.admit_spend(
+            rec,
+            &plan,
+            || serde_json::to_vec(&req.input).map_or(0, |v| v.len()),
+            Some(0),
+        )
+        .await?;
         rec.set_served(&r.provider.name, &r.entry.id, r.entry.price);
         let t = target(&r);
         let up = r

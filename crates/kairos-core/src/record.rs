@@ -220,6 +220,7 @@ pub struct Recorder {
     fallbacks: u32,
     finished: bool,
     access: Option<std::sync::Arc<crate::tenancy::Access>>,
+    spend: Option<crate::spend::SpendHold>,
 }
 
 /// The facts known when a request arrives.
@@ -262,6 +263,7 @@ impl Recorder {
             fallbacks: 0,
             finished: false,
             access: None,
+            spend: None,
         }
     }
 
@@ -288,8 +290,13 @@ impl Recorder {
         self.access = Some(access);
     }
 
-    pub fn access(&self) -> Option<&crate::tenancy::Access> {
-        self.access.as_deref()
+    pub fn access(&self) -> Option<&std::sync::Arc<crate::tenancy::Access>> {
+        self.access.as_ref()
+    }
+
+    /// The request's budget reservations and TPM charges, settled when the row is final.
+    pub fn set_spend_hold(&mut self, h: crate::spend::SpendHold) {
+        self.spend = Some(h);
     }
 
     pub fn set_requested(&mut self, model: &str, stream: bool) {
@@ -467,10 +474,11 @@ impl Recorder {
         row.ttft_us = self.ttft.map(micros);
 
         let called_upstream = row.attempts > 0;
+        let hold = self.spend.take();
         match self.usage {
             Some(u) => {
                 apply_tokens(row, &u, self.price.as_ref(), UsageSource::Provider);
-                record_row(&self.ledger, std::mem::take(row));
+                record_row(&self.ledger, std::mem::take(row), hold);
             }
             None if called_upstream
                 && (outcome == Outcome::Ok
@@ -488,14 +496,14 @@ impl Recorder {
                 let job = move || {
                     let t = estimate(&prompt, &output, output_len);
                     apply_tokens(&mut row, &t, price.as_ref(), UsageSource::Estimated);
-                    record_row(&ledger, row);
+                    record_row(&ledger, row, hold);
                 };
                 crate::tokens::estimator().submit(Box::new(job));
             }
             None => {
                 // Nothing reached a provider (or it failed before generating): no spend.
                 row.cost_micros = if called_upstream { None } else { Some(0) };
-                record_row(&self.ledger, std::mem::take(row));
+                record_row(&self.ledger, std::mem::take(row), hold);
             }
         }
     }
@@ -509,8 +517,16 @@ impl Drop for Recorder {
     }
 }
 
-/// Every finished row passes here: metrics first, then the ledger.
-fn record_row(ledger: &LedgerHandle, row: LedgerRow) {
+/// Every finished row passes here: the markup on managed-key spend, budget settlement,
+/// metrics, then the ledger.
+fn record_row(ledger: &LedgerHandle, mut row: LedgerRow, hold: Option<crate::spend::SpendHold>) {
+    if let Some(h) = hold {
+        if !row.byok && h.markup_pct > 0.0 {
+            let cost = row.cost_micros.unwrap_or(0).max(0) as f64;
+            row.markup_micros = (cost * h.markup_pct / 100.0).round() as i64;
+        }
+        h.finish(&row);
+    }
     crate::metrics::observe_row(&row);
     ledger.record(row);
 }

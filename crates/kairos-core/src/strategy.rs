@@ -182,6 +182,23 @@ pub enum Node {
     },
 }
 
+impl Node {
+    /// Visits every leaf (every target the plan may call).
+    pub fn for_each_leaf(&self, f: &mut dyn FnMut(&Leaf)) {
+        match self {
+            Node::Leaf(l) => f(l),
+            Node::Fallback { children, .. } => children.iter().for_each(|c| c.for_each_leaf(f)),
+            Node::LoadBalance { children, .. } => {
+                children.iter().for_each(|(c, _)| c.for_each_leaf(f));
+            }
+            Node::Conditional { branches, default } => {
+                branches.iter().for_each(|(_, c)| c.for_each_leaf(f));
+                default.for_each_leaf(f);
+            }
+        }
+    }
+}
+
 /// Request parameters a target may override.
 pub const OVERRIDABLE_PARAMS: &[&str] = &[
     "temperature",

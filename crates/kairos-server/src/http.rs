@@ -77,6 +77,16 @@ pub fn error_response(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let GatewayError::Client(ClientError::RateLimited { headers, .. }) = err {
+        for (name, value) in headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                h.insert(n, v);
+            }
+        }
+    }
     if let Some(id) = request_id.and_then(|i| HeaderValue::from_str(i).ok()) {
         h.insert(X_REQUEST_ID, id);
     }

@@ -2,6 +2,7 @@
 //! (`main.rs`) is only the CLI on top.
 
 pub mod admin;
+pub mod admin_cli;
 pub mod anthropic;
 pub mod eval_cmd;
 pub mod http;

@@ -5,6 +5,8 @@
 //! kairos config check kairos.toml                validate a config file, report every problem
 //! kairos mock-upstream [--listen ADDR]           run the mock provider (tests, benchmarks, demo)
 //! kairos eval routing --data FILE.jsonl          replay a dataset through the router (offline)
+//! kairos workspaces create|list|show|delete      manage workspaces through the admin API
+//! kairos keys create|list|show|revoke            manage virtual keys through the admin API
 //! ```
 
 use std::io::Write;
@@ -14,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kairos_core::config::FileConfig;
 use kairos_core::env::ProcessEnv;
+use kairos_server::admin_cli::{self, KeysCmd, WorkspacesCmd};
 use kairos_server::eval_cmd::EvalCmd;
 use kairos_server::startup::{StartOptions, start};
 
@@ -60,6 +63,20 @@ enum Cmd {
         /// Print the JSON instead.
         #[arg(long)]
         json: bool,
+    },
+    /// Manage workspaces through a running gateway's admin API.
+    Workspaces {
+        #[command(flatten)]
+        conn: admin_cli::Conn,
+        #[command(subcommand)]
+        cmd: WorkspacesCmd,
+    },
+    /// Manage virtual keys through a running gateway's admin API.
+    Keys {
+        #[command(flatten)]
+        conn: admin_cli::Conn,
+        #[command(subcommand)]
+        cmd: KeysCmd,
     },
     /// Offline evaluation.
     Eval {
@@ -233,6 +250,10 @@ async fn run(cli: Cli) -> ExitCode {
         Cmd::Serve { config, demo } => serve(config, demo).await,
         Cmd::Receipt { id, config, json } => receipt(&id, config, json).await,
         Cmd::Eval { cmd } => kairos_server::eval_cmd::run(cmd),
+        Cmd::Workspaces { conn, cmd } => {
+            admin_cli::run(&conn, admin_cli::Command::Workspaces(cmd)).await
+        }
+        Cmd::Keys { conn, cmd } => admin_cli::run(&conn, admin_cli::Command::Keys(cmd)).await,
     }
 }
 

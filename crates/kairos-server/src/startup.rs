@@ -37,6 +37,8 @@ pub enum StartError {
     Demo(std::io::Error),
     #[error("{0}")]
     Config(#[from] kairos_core::config::ConfigErrors),
+    #[error("invalid Redis configuration: {0}")]
+    Redis(String),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -250,6 +252,21 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
     let keys = kairos_core::tenancy::KeyCache::load(store.clone()).await?;
     keys.spawn_refresher(std::time::Duration::from_secs(1));
     gateway.set_keys(keys);
+    kairos_limits::describe_metrics();
+    let spend = std::sync::Arc::new(kairos_core::spend::LedgerSpend(store.clone()));
+    let limits = match &cfg.storage.redis_url {
+        Some(url) => kairos_limits::Limits::connect_lazy(
+            url.expose_secret(),
+            kairos_limits::LimitsOptions {
+                redis_timeout: cfg.storage.redis_timeout,
+                ..kairos_limits::LimitsOptions::default()
+            },
+            spend,
+        )
+        .map_err(|e| StartError::Redis(e.to_string()))?,
+        None => kairos_limits::Limits::local_only(kairos_limits::LimitsOptions::default(), spend),
+    };
+    gateway.set_limits(limits);
     let providers = gateway.provider_names();
     let models = gateway.models().data.len();
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)

@@ -11,36 +11,6 @@ use kairos_testkit::MockConfig;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-async fn workspace(gw: &Gw, name: &str, settings: Value) -> String {
-    let (s, v) = gw
-        .admin(
-            Method::POST,
-            "/admin/v1/workspaces",
-            Some(MASTER),
-            Some(json!({"name": name, "settings": settings})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    v["id"].as_str().unwrap().to_owned()
-}
-
-/// Creates a key; returns (id, key).
-async fn key(gw: &Gw, by: &str, ws: &str, body: Value) -> (String, String) {
-    let (s, v) = gw
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/workspaces/{ws}/keys"),
-            Some(by),
-            Some(body),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    (
-        v["id"].as_str().unwrap().to_owned(),
-        v["key"].as_str().unwrap().to_owned(),
-    )
-}
-
 #[tokio::test]
 async fn keys_authenticate_attribute_and_stay_in_their_workspace() {
     let gw = start_gw().await;

@@ -38,6 +38,24 @@ pub async fn start_gw() -> Gw {
     start_with("", MockConfig::default()).await
 }
 
+thread_local! {
+    /// Environment variables added to the next gateways started on this thread.
+    static EXTRA_ENV: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Start gateways with these extra environment variables (e.g. `KAIROS_REDIS_URL`).
+pub async fn start_env(env: &[(&str, &str)], mock_cfg: &mut MockConfig) -> Gw {
+    EXTRA_ENV.with(|e| {
+        *e.borrow_mut() = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+    });
+    let gw = start_inner_raw(NO_RETRY, "", mock_cfg, None, "").await;
+    EXTRA_ENV.with(|e| e.borrow_mut().clear());
+    gw
+}
+
 /// The default harness disables retries (`[resilience] retry_attempts = 1`) so that one scripted
 /// upstream failure is one observable failure; the resilience tests configure their own.
 pub const NO_RETRY: &str = "[resilience]\nretry_attempts = 1\n";
@@ -133,6 +151,9 @@ api_key = "env:GEMINI_API_KEY"
     let mut env = env();
     if let Some(db) = db {
         env.0.insert("KAIROS_DATABASE_URL".into(), db.into());
+    }
+    for (k, v) in EXTRA_ENV.with(|e| e.borrow().clone()) {
+        env.0.insert(k, v);
     }
     let cfg = FileConfig::parse(&toml)
         .and_then(|f| f.validate(&env))
@@ -263,4 +284,35 @@ pub async fn sse_events(resp: reqwest::Response) -> Vec<SseEvent> {
 
 pub fn user(text: &str) -> serde_json::Value {
     serde_json::json!([{"role": "user", "content": text}])
+}
+
+/// Creates a workspace with the master key; returns its id.
+pub async fn workspace(gw: &Gw, name: &str, settings: serde_json::Value) -> String {
+    let (s, v) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/admin/v1/workspaces",
+            Some(MASTER),
+            Some(serde_json::json!({"name": name, "settings": settings})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// Creates a key with `by` as admin; returns (id, key).
+pub async fn key(gw: &Gw, by: &str, ws: &str, body: serde_json::Value) -> (String, String) {
+    let (s, v) = gw
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/v1/workspaces/{ws}/keys"),
+            Some(by),
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["key"].as_str().unwrap().to_owned(),
+    )
 }
