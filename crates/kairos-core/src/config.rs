@@ -144,6 +144,9 @@ pub struct StorageSection {
 pub struct AuthSection {
     /// Secret reference to the master key.
     pub master_key: Option<String>,
+    /// Secret reference (`env:NAME`, `file:PATH`) to the vault keyring that encrypts
+    /// workspaces' provider credentials (`KAIROS_SECRET_KEY` overrides it).
+    pub secret_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -352,6 +355,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// None: generate one at first start and keep it in the data dir.
     pub master_key: Option<SecretString>,
+    /// The vault keyring's specification (`kid:base64,...`).
+    pub secret_key: Option<SecretString>,
     pub providers: Vec<ProviderConfig>,
     /// Models added or overridden by config (applied on top of the built-in catalog).
     pub models: Vec<ModelEntry>,
@@ -707,6 +712,26 @@ impl FileConfig {
         }
 
         // auth
+        let secret_key = match ov.secret_key.clone() {
+            Some(k) => Some(k),
+            None => self
+                .auth
+                .secret_key
+                .as_deref()
+                .and_then(|r| resolve_secret(r, env, "auth.secret_key", &mut issues)),
+        };
+        if let Some(k) = &secret_key
+            && let Err(e) = kairos_vault::Keyring::parse_with_origin(k, "KAIROS_SECRET_KEY")
+        {
+            issues.push(
+                if ov.secret_key.is_some() {
+                    "KAIROS_SECRET_KEY"
+                } else {
+                    "auth.secret_key"
+                },
+                e.to_string(),
+            );
+        }
         let master_key = match ov.master_key.clone() {
             Some(k) => Some(k),
             None => self
@@ -1099,6 +1124,7 @@ impl FileConfig {
                 redis_timeout,
             },
             master_key: master_key.map(SecretString::from),
+            secret_key: secret_key.map(SecretString::from),
             providers,
             models,
             logging,

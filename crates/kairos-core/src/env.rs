@@ -9,6 +9,7 @@
 //! | `KAIROS_ADMIN_LISTEN` | address of the admin API listener (`off` disables it) | `127.0.0.1:8091` |
 //! | `KAIROS_REDIS_URL` | `redis://...` shared by replicas for rate limits and budget counters | none: in-process |
 //! | `KAIROS_REDIS_TIMEOUT_MS` | longest wait for one Redis decision | `50` |
+//! | `KAIROS_SECRET_KEY` | vault keyring for provider credentials: `kid:base64key[,kid:base64key...]` (first encrypts) | unset: credentials cannot be stored |
 //! | `KAIROS_LOG` | log level or `EnvFilter` directive | `info` |
 //! | `KAIROS_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `KAIROS_MULTI_THREAD` | set: always use tokio's multi-thread scheduler, also on one CPU | unset: current-thread scheduler when the process has one CPU |
@@ -67,6 +68,7 @@ pub struct Overrides {
     pub data_dir: Option<String>,
     pub database_url: Option<String>,
     pub master_key: Option<String>,
+    pub secret_key: Option<String>,
     pub log: Option<String>,
     pub log_format: Option<String>,
 }
@@ -82,6 +84,7 @@ impl Overrides {
             data_dir: get("KAIROS_DATA_DIR"),
             database_url: get("KAIROS_DATABASE_URL"),
             master_key: get("KAIROS_MASTER_KEY"),
+            secret_key: get("KAIROS_SECRET_KEY"),
             log: get("KAIROS_LOG"),
             log_format: get("KAIROS_LOG_FORMAT"),
         }

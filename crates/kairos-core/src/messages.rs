@@ -169,7 +169,8 @@ impl Gateway {
         beta: Option<&str>,
         limits: AttemptLimits,
     ) -> Result<MessagesReply, GatewayError> {
-        let t = crate::pipeline::target(r);
+        let key = crate::pipeline::override_key(rec, r);
+        let t = crate::pipeline::target(r, &key);
         let up = AnthropicAdapter
             .native_request(req, &t, beta)
             .map_err(|e| GatewayError::invalid(e.message, e.param.as_deref()))?;

@@ -24,6 +24,8 @@ use kairos_providers::client::{BodyError, read_body};
 
 use crate::catalog::ModelMode;
 use crate::dispatch::{AttemptLimits, Exec};
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::error::{ClientError, GatewayError, UpstreamFailure};
 use crate::gateway::{Gateway, Resolved};
 use crate::record::{PromptSource, Recorder, Tokens};
@@ -297,11 +299,22 @@ fn translate_err(e: TranslateError) -> GatewayError {
     })
 }
 
-pub(crate) fn target<'a>(r: &'a Resolved) -> Target<'a> {
+/// The adapter's view of one attempt: `key` is the caller's or the workspace's provider key
+/// when there is one ([`override_key`]), else the configured key is used.
+/// The caller's (BYOK) or the workspace's key for `r`'s provider, copied out of the recorder.
+pub(crate) fn override_key(rec: &Recorder, r: &Resolved) -> Option<SecretString> {
+    rec.provider_key(&r.provider.name)
+        .map(|k| SecretString::from(k.to_owned()))
+}
+
+pub(crate) fn target<'a>(r: &'a Resolved, key: &'a Option<SecretString>) -> Target<'a> {
     Target {
         provider: &r.provider.name,
         upstream_model: &r.entry.upstream_model,
-        api_key: r.provider.api_key(),
+        api_key: key
+            .as_ref()
+            .map(|k| k.expose_secret())
+            .or_else(|| r.provider.api_key()),
         default_max_tokens: r
             .entry
             .max_output_tokens
@@ -581,7 +594,8 @@ impl Gateway {
         limits: AttemptLimits,
     ) -> Result<Dispatched, GatewayError> {
         let stream = req.is_stream();
-        let t = target(r);
+        let key = override_key(rec, r);
+        let t = target(r, &key);
         let up = r
             .provider
             .adapter
@@ -681,7 +695,8 @@ impl Gateway {
         )
         .await?;
         rec.set_served(&r.provider.name, &r.entry.id, r.entry.price);
-        let t = target(&r);
+        let key = override_key(rec, &r);
+        let t = target(&r, &key);
         let up = r
             .provider
             .adapter

@@ -221,6 +221,8 @@ pub struct Recorder {
     finished: bool,
     access: Option<std::sync::Arc<crate::tenancy::Access>>,
     spend: Option<crate::spend::SpendHold>,
+    /// Provider keys the caller brought for this request only (BYOK), by provider name.
+    byok: Vec<(String, secrecy::SecretString)>,
 }
 
 /// The facts known when a request arrives.
@@ -264,6 +266,7 @@ impl Recorder {
             finished: false,
             access: None,
             spend: None,
+            byok: Vec::new(),
         }
     }
 
@@ -361,7 +364,27 @@ impl Recorder {
         self.row.end_user = end_user;
     }
 
+    /// Keys the caller brought (`x-kairos-provider-key`): used for that provider's attempts
+    /// of this request only, never stored.
+    pub fn set_byok(&mut self, keys: Vec<(String, secrecy::SecretString)>) {
+        self.byok = keys;
+    }
+
+    /// The key an attempt on `provider` uses instead of the configured one: the caller's own
+    /// (BYOK), else the workspace's stored credential. `None`: the configured key.
+    pub fn provider_key(&self, provider: &str) -> Option<&str> {
+        use secrecy::ExposeSecret;
+        if let Some((_, k)) = self.byok.iter().find(|(p, _)| p == provider) {
+            return Some(k.expose_secret());
+        }
+        self.access
+            .as_ref()
+            .and_then(|a| a.credentials.get(provider))
+            .map(|k| k.expose_secret())
+    }
+
     pub fn set_served(&mut self, provider: &str, model: &str, price: Option<Price>) {
+        self.row.byok = self.byok.iter().any(|(p, _)| p == provider);
         self.row.provider = Some(provider.to_owned());
         self.row.served_model = Some(model.to_owned());
         self.price = price;
@@ -475,10 +498,15 @@ impl Recorder {
 
         let called_upstream = row.attempts > 0;
         let hold = self.spend.take();
+        let markup_pct = self
+            .access
+            .as_ref()
+            .and_then(|a| a.workspace.markup_pct)
+            .unwrap_or(0.0);
         match self.usage {
             Some(u) => {
                 apply_tokens(row, &u, self.price.as_ref(), UsageSource::Provider);
-                record_row(&self.ledger, std::mem::take(row), hold);
+                record_row(&self.ledger, std::mem::take(row), hold, markup_pct);
             }
             None if called_upstream
                 && (outcome == Outcome::Ok
@@ -496,14 +524,14 @@ impl Recorder {
                 let job = move || {
                     let t = estimate(&prompt, &output, output_len);
                     apply_tokens(&mut row, &t, price.as_ref(), UsageSource::Estimated);
-                    record_row(&ledger, row, hold);
+                    record_row(&ledger, row, hold, markup_pct);
                 };
                 crate::tokens::estimator().submit(Box::new(job));
             }
             None => {
                 // Nothing reached a provider (or it failed before generating): no spend.
                 row.cost_micros = if called_upstream { None } else { Some(0) };
-                record_row(&self.ledger, std::mem::take(row), hold);
+                record_row(&self.ledger, std::mem::take(row), hold, markup_pct);
             }
         }
     }
@@ -519,12 +547,17 @@ impl Drop for Recorder {
 
 /// Every finished row passes here: the markup on managed-key spend, budget settlement,
 /// metrics, then the ledger.
-fn record_row(ledger: &LedgerHandle, mut row: LedgerRow, hold: Option<crate::spend::SpendHold>) {
+fn record_row(
+    ledger: &LedgerHandle,
+    mut row: LedgerRow,
+    hold: Option<crate::spend::SpendHold>,
+    markup_pct: f64,
+) {
+    if !row.byok && markup_pct > 0.0 {
+        let cost = row.cost_micros.unwrap_or(0).max(0) as f64;
+        row.markup_micros = (cost * markup_pct / 100.0).round() as i64;
+    }
     if let Some(h) = hold {
-        if !row.byok && h.markup_pct > 0.0 {
-            let cost = row.cost_micros.unwrap_or(0).max(0) as f64;
-            row.markup_micros = (cost * h.markup_pct / 100.0).round() as i64;
-        }
         h.finish(&row);
     }
     crate::metrics::observe_row(&row);

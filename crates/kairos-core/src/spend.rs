@@ -77,8 +77,6 @@ pub struct SpendHold {
     /// TPM limiters charged with `token_estimate`: (limiter key, per minute).
     tpm: Vec<(String, u64)>,
     token_estimate: u64,
-    /// Markup on managed-key spend, percent.
-    pub markup_pct: f64,
     runtime: tokio::runtime::Handle,
 }
 
@@ -243,7 +241,6 @@ pub async fn admit(
         tokens,
         tpm,
         token_estimate,
-        markup_pct,
         runtime: tokio::runtime::Handle::current(),
     });
     Ok(())

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use kairos_store::{KeyRecord, Store, WorkspaceRecord};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -146,6 +147,8 @@ pub struct Access {
     pub allowed_providers: Option<HashSet<String>>,
     pub key: Settings,
     pub workspace: Settings,
+    /// The workspace's provider keys (decrypted from the vault), by provider name.
+    pub credentials: Arc<HashMap<String, SecretString>>,
 }
 
 impl Access {
@@ -173,6 +176,11 @@ fn intersect(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> Option<HashSet
             Some(x.iter().filter(|s| y.contains(s)).cloned().collect())
         }
     }
+}
+
+/// The associated data binding a sealed credential to its workspace and provider.
+pub fn credential_aad(workspace_id: &str, provider: &str) -> String {
+    format!("{workspace_id}/{provider}")
 }
 
 /// Lowercase hex SHA-256 of a presented key.
@@ -208,6 +216,8 @@ struct Tables {
     /// By key hash.
     keys: HashMap<String, Arc<Entry>>,
     workspaces: HashMap<String, (WorkspaceRecord, Settings)>,
+    /// Provider keys per workspace, decrypted.
+    credentials: HashMap<String, Arc<HashMap<String, SecretString>>>,
     /// Key hashes looked up and not found, with when.
     unknown: HashMap<String, Instant>,
     /// Newest `updated_ms` seen.
@@ -229,6 +239,7 @@ pub enum KeyRejection {
 pub struct KeyCache {
     store: Store,
     tables: Arc<RwLock<Tables>>,
+    keyring: Option<Arc<kairos_vault::Keyring>>,
 }
 
 fn now_ms() -> i64 {
@@ -246,10 +257,14 @@ fn parse_settings(json: &str) -> Settings {
 
 impl KeyCache {
     /// Loads every key and workspace.
-    pub async fn load(store: Store) -> Result<KeyCache, kairos_store::StoreError> {
+    pub async fn load(
+        store: Store,
+        keyring: Option<Arc<kairos_vault::Keyring>>,
+    ) -> Result<KeyCache, kairos_store::StoreError> {
         let c = KeyCache {
             store,
             tables: Arc::new(RwLock::new(Tables::default())),
+            keyring,
         };
         c.refresh_since(None).await?;
         Ok(c)
@@ -264,7 +279,29 @@ impl KeyCache {
     async fn refresh_since(&self, since: Option<i64>) -> Result<(), kairos_store::StoreError> {
         let workspaces = self.store.workspaces(since).await?;
         let keys = self.store.keys(None, since).await?;
+        // The credential table is small and read whole, so that deletions are seen too.
+        let mut creds: HashMap<String, HashMap<String, SecretString>> = HashMap::new();
+        if let Some(ring) = &self.keyring {
+            for c in self.store.credentials(None).await? {
+                let aad = credential_aad(&c.workspace_id, &c.provider);
+                match ring.open(&c.sealed, &aad) {
+                    Ok(k) => {
+                        creds
+                            .entry(c.workspace_id)
+                            .or_default()
+                            .insert(c.provider, k);
+                    }
+                    Err(e) => tracing::warn!(
+                        workspace = %c.workspace_id,
+                        provider = %c.provider,
+                        error = %e,
+                        "a stored provider credential cannot be opened with KAIROS_SECRET_KEY; it is ignored"
+                    ),
+                }
+            }
+        }
         let mut t = self.write();
+        t.credentials = creds.into_iter().map(|(w, m)| (w, Arc::new(m))).collect();
         for w in workspaces {
             t.watermark_ms = t.watermark_ms.max(w.updated_ms);
             let s = parse_settings(&w.settings);
@@ -302,6 +339,16 @@ impl KeyCache {
         t.unknown.remove(&k.key_hash);
         t.keys
             .insert(k.key_hash.clone(), Arc::new(Entry { key: k, settings }));
+    }
+
+    /// The vault keyring (None: `KAIROS_SECRET_KEY` not set, credentials cannot be stored).
+    pub fn keyring(&self) -> Option<&kairos_vault::Keyring> {
+        self.keyring.as_deref()
+    }
+
+    /// Re-reads everything now (after a credential change on this replica).
+    pub async fn reload(&self) -> Result<(), kairos_store::StoreError> {
+        self.refresh().await
     }
 
     pub fn upsert_workspace(&self, w: WorkspaceRecord) {
@@ -385,6 +432,11 @@ impl KeyCache {
             allowed_providers: intersect(&e.settings.allowed_providers, &ws.allowed_providers),
             key: e.settings.clone(),
             workspace: ws.clone(),
+            credentials: t
+                .credentials
+                .get(&k.workspace_id)
+                .cloned()
+                .unwrap_or_default(),
         }))
     }
 
@@ -442,6 +494,7 @@ mod tests {
             allowed_providers: Some(["openai".to_owned()].into()),
             key: Settings::default(),
             workspace: Settings::default(),
+            credentials: Arc::default(),
         };
         assert!(a.allows(&["gpt-4o-mini"], "openai"));
         assert!(!a.allows(&["gpt-4o-mini"], "azure"));

@@ -45,6 +45,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(list_keys).post(create_key),
         )
         .route("/admin/v1/workspaces/{id}/usage", get(workspace_usage))
+        .route(
+            "/admin/v1/workspaces/{id}/credentials",
+            get(list_credentials),
+        )
+        .route(
+            "/admin/v1/workspaces/{id}/credentials/{provider}",
+            axum::routing::put(put_credential).delete(delete_credential),
+        )
         .route("/admin/v1/keys/{id}", get(get_key).patch(update_key))
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
         .route("/admin/v1/keys/{id}/usage", get(key_usage))
@@ -540,6 +548,145 @@ async fn revoke_key(
     new.updated_ms = now;
     let after = save_key(&st, &a, "revoke", Some(before), new).await?;
     Ok(ok(StatusCode::OK, &after))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider credentials (sealed with the vault keyring; never returned)
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutCredential {
+    api_key: String,
+}
+
+fn no_content() -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+async fn put_credential(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((ws, provider)): Path<(String, String)>,
+    raw: Bytes,
+) -> Reply {
+    let a = admin(&st, &headers).await?;
+    let w = find_workspace(&st, &a, &ws).await?;
+    if w.deleted_ms.is_some() {
+        return Err(not_found("workspace"));
+    }
+    if !st.gateway.provider_names().contains(&provider) {
+        return Err(not_found("provider"));
+    }
+    let b: PutCredential = body(&raw)?;
+    if b.api_key.trim().is_empty() || b.api_key.len() > 4096 {
+        return Err(bad("`api_key` must be 1 to 4096 characters"));
+    }
+    let Some(keys) = st.gateway.keys() else {
+        return Err(err(GatewayError::Internal(InternalError::Unavailable(
+            "the key table".into(),
+        ))));
+    };
+    let Some(ring) = keys.keyring() else {
+        return Err(err(GatewayError::Internal(InternalError::Unavailable(
+            "credential storage (set KAIROS_SECRET_KEY to enable it)".into(),
+        ))));
+    };
+    let aad = kairos_core::tenancy::credential_aad(&ws, &provider);
+    let sealed = ring.seal(b.api_key.trim(), &aad).map_err(|e| {
+        tracing::warn!(error = %e, "sealing a credential failed");
+        err(GatewayError::Internal(InternalError::Unavailable(
+            "the credential vault".into(),
+        )))
+    })?;
+    let now = now_ms();
+    let existing = st
+        .store
+        .credentials(Some(&ws))
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .find(|c| c.provider == provider);
+    let rec = kairos_store::CredentialRecord {
+        workspace_id: ws.clone(),
+        provider: provider.clone(),
+        sealed,
+        created_ms: existing.as_ref().map_or(now, |c| c.created_ms),
+        updated_ms: now,
+    };
+    let shown = json!({"provider": provider, "updated_ms": now});
+    let entry = audit_entry(
+        &a,
+        Some(&ws),
+        if existing.is_some() {
+            "replace"
+        } else {
+            "create"
+        },
+        "credential",
+        &format!("{ws}/{provider}"),
+        existing.map(|c| json!({"provider": c.provider, "updated_ms": c.updated_ms})),
+        Some(shown),
+    );
+    st.store
+        .put_credential(&rec, &entry)
+        .await
+        .map_err(store_err)?;
+    if let Err(e) = keys.reload().await {
+        tracing::warn!(error = %e, "key table reload failed; the credential applies at the next refresh");
+    }
+    Ok(no_content())
+}
+
+async fn list_credentials(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(ws): Path<String>,
+) -> Reply {
+    let a = admin(&st, &headers).await?;
+    find_workspace(&st, &a, &ws).await?;
+    let data: Vec<Value> = st
+        .store
+        .credentials(Some(&ws))
+        .await
+        .map_err(store_err)?
+        .iter()
+        .map(|c| json!({"provider": c.provider, "created_ms": c.created_ms, "updated_ms": c.updated_ms}))
+        .collect();
+    Ok(ok(StatusCode::OK, &json!({ "data": data })))
+}
+
+async fn delete_credential(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((ws, provider)): Path<(String, String)>,
+) -> Reply {
+    let a = admin(&st, &headers).await?;
+    find_workspace(&st, &a, &ws).await?;
+    let entry = audit_entry(
+        &a,
+        Some(&ws),
+        "delete",
+        "credential",
+        &format!("{ws}/{provider}"),
+        Some(json!({"provider": provider})),
+        None,
+    );
+    let gone = st
+        .store
+        .delete_credential(&ws, &provider, &entry)
+        .await
+        .map_err(store_err)?;
+    if !gone {
+        return Err(not_found("credential"));
+    }
+    if let Some(keys) = st.gateway.keys()
+        && let Err(e) = keys.reload().await
+    {
+        tracing::warn!(error = %e, "key table reload failed; the deletion applies at the next refresh");
+    }
+    Ok(no_content())
 }
 
 // ---------------------------------------------------------------------------------------------

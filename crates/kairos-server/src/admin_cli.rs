@@ -136,9 +136,10 @@ async fn execute(conn: &Conn, cmd: Command) -> Result<(), String> {
     // Arguments are checked before anything is sent.
     let req = request_for(&cmd, now_ms())?;
     let client = Client::new(conn)?;
-    let answer = client.send(&req).await?;
+    let (answer, raw) = client.send(&req).await?;
     if conn.json {
-        out(&serde_json::to_string_pretty(&answer).unwrap_or_default());
+        // The API's answer as it came (one line of JSON: pipe it to `jq`).
+        out(raw.trim_end());
         if matches!(cmd, Command::Keys(KeysCmd::Create { .. })) {
             err(SHOWN_ONCE);
         }
@@ -148,7 +149,8 @@ async fn execute(conn: &Conn, cmd: Command) -> Result<(), String> {
     Ok(())
 }
 
-const SHOWN_ONCE: &str = "warning: this is the only time the key is shown (the gateway stores only its hash): store it now.";
+const SHOWN_ONCE: &str =
+    "warning: store this key now: it will not be shown again (the gateway keeps only its hash).";
 
 // ---------------------------------------------------------------------------------------------
 // Requests
@@ -355,7 +357,8 @@ impl Client {
         u
     }
 
-    async fn send(&self, req: &Request) -> Result<Value, String> {
+    /// The parsed answer and its text.
+    async fn send(&self, req: &Request) -> Result<(Value, String), String> {
         let url = self.url(&req.path);
         let method = match req.method {
             Method::Get => reqwest::Method::GET,
@@ -379,7 +382,7 @@ impl Client {
             .map_err(|e| format!("reading the answer of {method} {url}: {e}"))?;
         let body: Option<Value> = serde_json::from_str(&text).ok();
         if status.is_success() {
-            return Ok(body.unwrap_or(Value::Null));
+            return Ok((body.unwrap_or(Value::Null), text));
         }
         let msg = body
             .as_ref()

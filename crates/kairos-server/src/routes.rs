@@ -181,6 +181,11 @@ async fn admit(
         },
         Err(e) => return Err(fail(rec, e)),
     }
+    match byok_keys(st, headers) {
+        Ok(keys) if !keys.is_empty() => rec.set_byok(keys),
+        Ok(_) => {}
+        Err(e) => return Err(fail(rec, e)),
+    }
     if let Some(v) = headers.get("x-kairos-metadata") {
         match parse_metadata_header(v) {
             Ok(m) => rec.add_metadata(m, true),
@@ -188,6 +193,43 @@ async fn admit(
         }
     }
     Ok((rec, guard))
+}
+
+/// `x-kairos-provider-key: <provider>=<key>` (repeatable): the caller's own provider key for
+/// this request only (BYOK). Used for attempts on that provider alone, never stored or logged.
+fn byok_keys(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<Vec<(String, secrecy::SecretString)>, GatewayError> {
+    let mut out = Vec::new();
+    for v in headers.get_all("x-kairos-provider-key") {
+        let bad = |m: &str| GatewayError::invalid(m.to_owned(), Some("x-kairos-provider-key"));
+        let s = v
+            .to_str()
+            .map_err(|_| bad("`x-kairos-provider-key` must be ASCII: `<provider>=<key>`"))?;
+        let (provider, key) = s
+            .split_once('=')
+            .ok_or_else(|| bad("`x-kairos-provider-key` must be `<provider>=<key>`"))?;
+        let (provider, key) = (provider.trim(), key.trim());
+        if key.is_empty() || key.len() > 1024 {
+            return Err(bad(
+                "the key in `x-kairos-provider-key` must be 1 to 1024 characters",
+            ));
+        }
+        if !st.gateway.provider_names().iter().any(|p| p == provider) {
+            return Err(bad(
+                "`x-kairos-provider-key` names a provider that is not configured (see GET /v1/models)",
+            ));
+        }
+        if out.iter().any(|(p, _)| p == provider) {
+            return Err(bad("one `x-kairos-provider-key` per provider"));
+        }
+        out.push((
+            provider.to_owned(),
+            secrecy::SecretString::from(key.to_owned()),
+        ));
+    }
+    Ok(out)
 }
 
 /// `x-kairos-metadata`: a JSON object of at most 4 KiB whose values are strings, numbers or

@@ -39,6 +39,8 @@ pub enum StartError {
     Config(#[from] kairos_core::config::ConfigErrors),
     #[error("invalid Redis configuration: {0}")]
     Redis(String),
+    #[error("invalid KAIROS_SECRET_KEY: {0}")]
+    Vault(String),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -249,7 +251,19 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
     );
     crate::metrics::install();
     let mut gateway = Gateway::new(&cfg, Catalog::builtin(), &key, ledger.clone())?;
-    let keys = kairos_core::tenancy::KeyCache::load(store.clone()).await?;
+    let keyring = match &cfg.secret_key {
+        Some(k) => Some(std::sync::Arc::new(
+            kairos_vault::Keyring::parse_with_origin(k.expose_secret(), "KAIROS_SECRET_KEY")
+                .map_err(|e| StartError::Vault(e.to_string()))?,
+        )),
+        None => None,
+    };
+    if keyring.is_none() {
+        tracing::info!(
+            "KAIROS_SECRET_KEY is not set: workspaces cannot store provider credentials"
+        );
+    }
+    let keys = kairos_core::tenancy::KeyCache::load(store.clone(), keyring).await?;
     keys.spawn_refresher(std::time::Duration::from_secs(1));
     gateway.set_keys(keys);
     kairos_limits::describe_metrics();

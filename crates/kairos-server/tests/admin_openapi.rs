@@ -10,7 +10,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use common::{Gw, MASTER, start_gw, user};
+use common::{Gw, MASTER, start_env, start_gw, user};
+use kairos_testkit::MockConfig;
 use serde_json::{Value, json};
 
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi/admin.yaml");
@@ -20,11 +21,9 @@ const METHODS: &[&str] = &[
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
-/// Routes documented before they are served, and left out of the live scenario until then.
-/// The provider-credential routes are specified in docs/admin.md and the OpenAPI document ahead
-/// of their handlers; the scenario below exercises them only when `src/admin.rs` serves them
-/// (and then checks only that each answer is documented), and never requires them to succeed:
-/// the harness gateway has no credential keyring configured.
+/// The provider-credential routes were documented before `src/admin.rs` served them: while it
+/// does not, `documented_routes_equal_served_routes` fails and the live scenario leaves them out
+/// (it exercises them, strictly, as soon as they are served).
 const CREDENTIAL_ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/v1/workspaces/{id}/credentials"),
     ("put", "/admin/v1/workspaces/{id}/credentials/{provider}"),
@@ -32,6 +31,9 @@ const CREDENTIAL_ROUTES: &[(&str, &str)] = &[
 ];
 
 type Route = (String, String);
+
+/// The credential keyring of the scenario's gateway (a fixed test key, `k1`).
+const KEYRING: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 // ---------------------------------------------------------------------------------------------
 // The document
@@ -58,7 +60,8 @@ fn deref<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
     match v.get("$ref").and_then(Value::as_str) {
         Some(r) => {
             let ptr = r.strip_prefix('#').expect("local $ref");
-            doc.pointer(ptr).unwrap_or_else(|| panic!("dangling $ref {r}"))
+            doc.pointer(ptr)
+                .unwrap_or_else(|| panic!("dangling $ref {r}"))
         }
         None => v,
     }
@@ -208,7 +211,10 @@ fn the_route_reader_reads_method_chains() {
     .collect();
     assert_eq!(got, want);
     let r = std::panic::catch_unwind(|| routes_in_source(r#".route("/x", get(a).layer(l))"#));
-    assert!(r.is_err(), "an unknown chain element must fail, not be skipped");
+    assert!(
+        r.is_err(),
+        "an unknown chain element must fail, not be skipped"
+    );
 }
 
 #[test]
@@ -230,7 +236,10 @@ fn documented_routes_equal_served_routes() {
 fn the_document_is_well_formed() {
     let d = doc();
     assert_eq!(d["openapi"].as_str().map(|v| &v[..4]), Some("3.1."));
-    assert_eq!(d["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        d["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     // Every $ref resolves, and every operation documents its auth failure.
     fn walk(doc: &Value, v: &Value) {
         match v {
@@ -268,8 +277,7 @@ fn the_document_is_well_formed() {
         "Budget",
     ] {
         assert_eq!(
-            d["components"]["schemas"][name]["additionalProperties"],
-            false,
+            d["components"]["schemas"][name]["additionalProperties"], false,
             "{name}"
         );
     }
@@ -342,7 +350,13 @@ impl<'a> Checker<'a> {
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         let www_auth = r.headers().get("www-authenticate").cloned();
         let text = r.text().await.unwrap_or_default();
         let what = format!("{} {path_and_query} -> {status}", method.to_uppercase());
@@ -352,10 +366,13 @@ impl<'a> Checker<'a> {
             .unwrap_or_else(|| panic!("{what}: no documented path matches"))
             .clone();
         let op = &self.doc["paths"][&template][method];
-        assert!(op.is_object(), "{what}: method not documented for {template}");
-        let resp = op["responses"]
-            .get(status.to_string())
-            .unwrap_or_else(|| panic!("{what}: status not documented for {method} {template}: {text}"));
+        assert!(
+            op.is_object(),
+            "{what}: method not documented for {template}"
+        );
+        let resp = op["responses"].get(status.to_string()).unwrap_or_else(|| {
+            panic!("{what}: status not documented for {method} {template}: {text}")
+        });
         let resp = deref(&self.doc, resp);
         if status == 401 {
             assert_eq!(
@@ -366,14 +383,17 @@ impl<'a> Checker<'a> {
         }
         let value = match resp.get("content") {
             None => {
-                assert!(text.is_empty(), "{what}: documented without a body, got {text}");
+                assert!(
+                    text.is_empty(),
+                    "{what}: documented without a body, got {text}"
+                );
                 Value::Null
             }
             Some(content) => {
                 let ctype = ctype.unwrap_or_else(|| panic!("{what}: no content-type"));
-                let media = content
-                    .get(&ctype)
-                    .unwrap_or_else(|| panic!("{what}: content-type {ctype} not documented: {text}"));
+                let media = content.get(&ctype).unwrap_or_else(|| {
+                    panic!("{what}: content-type {ctype} not documented: {text}")
+                });
                 let value = if ctype == "application/json" {
                     serde_json::from_str(&text)
                         .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
@@ -435,16 +455,63 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// The schema check is not vacuous: `$ref`s resolve and drift is caught.
+#[test]
+fn the_schemas_reject_drift() {
+    let d = doc();
+    let check = |name: &str, v: &Value| {
+        let mut root = serde_json::Map::new();
+        root.insert("$ref".into(), json!(format!("#/components/schemas/{name}")));
+        root.insert("components".into(), d["components"].clone());
+        jsonschema::draft202012::options()
+            .build(&Value::Object(root))
+            .unwrap()
+            .is_valid(v)
+    };
+    let ws = json!({"id": "ws_1", "name": "a", "settings": {"rpm": 5}, "created_ms": 1,
+        "updated_ms": 1, "deleted": false});
+    assert!(check("Workspace", &ws));
+    let mut extra = ws.clone();
+    extra["secret"] = json!("x");
+    assert!(!check("Workspace", &extra));
+    let mut bad = ws.clone();
+    bad["settings"] = json!({"rpm": 0});
+    assert!(
+        !check("Workspace", &bad),
+        "nested $ref to Settings is applied"
+    );
+    let key = json!({"id": "key_1", "workspace_id": "ws_1", "name": "k", "prefix": "kr-abcdefgh",
+        "role": "member", "settings": {}, "expires_ms": null, "revoked": false,
+        "revoked_ms": null, "created_ms": 1, "updated_ms": 1});
+    assert!(check("Key", &key));
+    let mut with_secret = key.clone();
+    with_secret["key"] = json!(format!("kr-{}", "a".repeat(43)));
+    assert!(
+        !check("Key", &with_secret),
+        "a listed key carries no secret"
+    );
+    assert!(check("CreatedKey", &with_secret));
+    assert!(!check("CreatedKey", &key));
+    let err = json!({"error": {"message": "m", "type": "t", "param": null, "code": "c"}});
+    assert!(check("Error", &err));
+    assert!(!check("Error", &json!({"error": {"message": "m"}})));
+}
+
 #[tokio::test]
 async fn live_answers_match_the_document() {
-    let gw = start_gw().await;
+    let gw = start_env(&[("KAIROS_SECRET_KEY", KEYRING)], &mut MockConfig::default()).await;
     let c = Checker::new(&gw);
     let m = Some(MASTER);
 
     // --- authentication
-    assert_eq!(c.call("get", "/admin/v1/workspaces", None, None).await.0, 401);
     assert_eq!(
-        c.call("get", "/admin/v1/workspaces", Some("kr-not-a-key"), None).await.0,
+        c.call("get", "/admin/v1/workspaces", None, None).await.0,
+        401
+    );
+    assert_eq!(
+        c.call("get", "/admin/v1/workspaces", Some("kr-not-a-key"), None)
+            .await
+            .0,
         401
     );
     assert_eq!(c.call("get", "/metrics", None, None).await.0, 401);
@@ -466,14 +533,24 @@ async fn live_answers_match_the_document() {
     assert_eq!(s, 201, "{a}");
     let a = a["id"].as_str().unwrap().to_owned();
     let (s, b) = c
-        .call("post", "/admin/v1/workspaces", m, Some(json!({"name": "oa-team-b"})))
+        .call(
+            "post",
+            "/admin/v1/workspaces",
+            m,
+            Some(json!({"name": "oa-team-b"})),
+        )
         .await;
     assert_eq!(s, 201);
     let b = b["id"].as_str().unwrap().to_owned();
     assert_eq!(
-        c.call("post", "/admin/v1/workspaces", m, Some(json!({"name": "oa-team-a"})))
-            .await
-            .0,
+        c.call(
+            "post",
+            "/admin/v1/workspaces",
+            m,
+            Some(json!({"name": "oa-team-a"}))
+        )
+        .await
+        .0,
         409
     );
     for bad in [
@@ -484,17 +561,34 @@ async fn live_answers_match_the_document() {
         json!({"settings": {}}),
     ] {
         c.reject_request("post", "/admin/v1/workspaces", &bad);
-        let (s, v) = c.call("post", "/admin/v1/workspaces", m, Some(bad.clone())).await;
+        let (s, v) = c
+            .call("post", "/admin/v1/workspaces", m, Some(bad.clone()))
+            .await;
         assert_eq!(s, 400, "{bad} -> {v}");
     }
     let (s, v) = c.call("get", "/admin/v1/workspaces", m, None).await;
     assert_eq!((s, v["data"].as_array().unwrap().len()), (200, 2));
-    assert_eq!(c.call("get", &format!("/admin/v1/workspaces/{a}"), m, None).await.0, 200);
-    assert_eq!(c.call("get", "/admin/v1/workspaces/ws_nope", m, None).await.0, 404);
+    assert_eq!(
+        c.call("get", &format!("/admin/v1/workspaces/{a}"), m, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        c.call("get", "/admin/v1/workspaces/ws_nope", m, None)
+            .await
+            .0,
+        404
+    );
     let patch = json!({"name": "oa-team-a2", "settings": {"allowed_models": null, "rpm": 60}});
     c.check_request("patch", "/admin/v1/workspaces/{id}", &patch);
     let (s, v) = c
-        .call("patch", &format!("/admin/v1/workspaces/{a}"), m, Some(patch))
+        .call(
+            "patch",
+            &format!("/admin/v1/workspaces/{a}"),
+            m,
+            Some(patch),
+        )
         .await;
     assert_eq!((s, &v["name"]), (200, &json!("oa-team-a2")), "{v}");
     assert_eq!(
@@ -509,9 +603,14 @@ async fn live_answers_match_the_document() {
         409
     );
     assert_eq!(
-        c.call("patch", &format!("/admin/v1/workspaces/{a}"), m, Some(json!({"bogus": 1})))
-            .await
-            .0,
+        c.call(
+            "patch",
+            &format!("/admin/v1/workspaces/{a}"),
+            m,
+            Some(json!({"bogus": 1}))
+        )
+        .await
+        .0,
         400
     );
     assert_eq!(
@@ -525,7 +624,12 @@ async fn live_answers_match_the_document() {
     let body = json!({"name": "a-admin", "role": "admin"});
     c.check_request("post", "/admin/v1/workspaces/{id}/keys", &body);
     let (s, v) = c
-        .call("post", &format!("/admin/v1/workspaces/{a}/keys"), m, Some(body))
+        .call(
+            "post",
+            &format!("/admin/v1/workspaces/{a}/keys"),
+            m,
+            Some(body),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let admin_a = v["key"].as_str().unwrap().to_owned();
@@ -536,7 +640,12 @@ async fn live_answers_match_the_document() {
     });
     c.check_request("post", "/admin/v1/workspaces/{id}/keys", &body);
     let (s, v) = c
-        .call("post", &format!("/admin/v1/workspaces/{a}/keys"), Some(&admin_a), Some(body))
+        .call(
+            "post",
+            &format!("/admin/v1/workspaces/{a}/keys"),
+            Some(&admin_a),
+            Some(body),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let (member_id, member) = (
@@ -544,7 +653,12 @@ async fn live_answers_match_the_document() {
         v["key"].as_str().unwrap().to_owned(),
     );
     let (s, v) = c
-        .call("post", &format!("/admin/v1/workspaces/{b}/keys"), m, Some(json!({"name": "b-svc"})))
+        .call(
+            "post",
+            &format!("/admin/v1/workspaces/{b}/keys"),
+            m,
+            Some(json!({"name": "b-svc"})),
+        )
         .await;
     assert_eq!(s, 201);
     let b_key_id = v["id"].as_str().unwrap().to_owned();
@@ -555,7 +669,12 @@ async fn live_answers_match_the_document() {
     ] {
         c.reject_request("post", "/admin/v1/workspaces/{id}/keys", &bad);
         let (s, v) = c
-            .call("post", &format!("/admin/v1/workspaces/{a}/keys"), m, Some(bad.clone()))
+            .call(
+                "post",
+                &format!("/admin/v1/workspaces/{a}/keys"),
+                m,
+                Some(bad.clone()),
+            )
             .await;
         assert_eq!(s, 400, "{bad} -> {v}");
     }
@@ -572,26 +691,63 @@ async fn live_answers_match_the_document() {
         400
     );
     assert_eq!(
-        c.call("post", "/admin/v1/workspaces/ws_nope/keys", m, Some(json!({"name": "k"})))
+        c.call(
+            "post",
+            "/admin/v1/workspaces/ws_nope/keys",
+            m,
+            Some(json!({"name": "k"}))
+        )
+        .await
+        .0,
+        404
+    );
+    let (s, v) = c
+        .call("get", &format!("/admin/v1/workspaces/{a}/keys"), m, None)
+        .await;
+    assert_eq!((s, v["data"].as_array().unwrap().len()), (200, 2));
+    assert!(
+        !v.to_string().contains(&member),
+        "a listing carries no secret"
+    );
+    assert_eq!(
+        c.call("get", "/admin/v1/workspaces/ws_nope/keys", m, None)
             .await
             .0,
         404
     );
-    let (s, v) = c.call("get", &format!("/admin/v1/workspaces/{a}/keys"), m, None).await;
-    assert_eq!((s, v["data"].as_array().unwrap().len()), (200, 2));
-    assert!(!v.to_string().contains(&member), "a listing carries no secret");
-    assert_eq!(c.call("get", "/admin/v1/workspaces/ws_nope/keys", m, None).await.0, 404);
-    assert_eq!(c.call("get", &format!("/admin/v1/keys/{member_id}"), m, None).await.0, 200);
-    assert_eq!(c.call("get", "/admin/v1/keys/key_nope", m, None).await.0, 404);
+    assert_eq!(
+        c.call("get", &format!("/admin/v1/keys/{member_id}"), m, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        c.call("get", "/admin/v1/keys/key_nope", m, None).await.0,
+        404
+    );
     let patch = json!({"name": "a-svc-2", "settings": {"metadata": {"team": "a", "env": "ci"}}, "expires_ms": null});
     c.check_request("patch", "/admin/v1/keys/{id}", &patch);
     let (s, v) = c
-        .call("patch", &format!("/admin/v1/keys/{member_id}"), Some(&admin_a), Some(patch))
+        .call(
+            "patch",
+            &format!("/admin/v1/keys/{member_id}"),
+            Some(&admin_a),
+            Some(patch),
+        )
         .await;
     assert_eq!((s, &v["name"]), (200, &json!("a-svc-2")), "{v}");
-    for bad in [json!({"role": "admin"}), json!({"workspace_id": b}), json!({"name": "a b"})] {
+    for bad in [
+        json!({"role": "admin"}),
+        json!({"workspace_id": b}),
+        json!({"name": "a b"}),
+    ] {
         let (s, v) = c
-            .call("patch", &format!("/admin/v1/keys/{member_id}"), m, Some(bad.clone()))
+            .call(
+                "patch",
+                &format!("/admin/v1/keys/{member_id}"),
+                m,
+                Some(bad.clone()),
+            )
             .await;
         assert_eq!(s, 400, "{bad} -> {v}");
     }
@@ -605,35 +761,75 @@ async fn live_answers_match_the_document() {
     // --- roles and tenant isolation
     let me = Some(member.as_str());
     assert_eq!(c.call("get", "/admin/v1/workspaces", me, None).await.0, 403);
-    assert_eq!(c.call("get", &format!("/admin/v1/keys/{member_id}"), me, None).await.0, 403);
+    assert_eq!(
+        c.call("get", &format!("/admin/v1/keys/{member_id}"), me, None)
+            .await
+            .0,
+        403
+    );
     let aa = Some(admin_a.as_str());
     let (s, v) = c.call("get", "/admin/v1/workspaces", aa, None).await;
     assert_eq!((s, v["data"].as_array().unwrap().len()), (200, 1));
     assert_eq!(
-        c.call("post", "/admin/v1/workspaces", aa, Some(json!({"name": "mine"})))
+        c.call(
+            "post",
+            "/admin/v1/workspaces",
+            aa,
+            Some(json!({"name": "mine"}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        c.call(
+            "patch",
+            &format!("/admin/v1/workspaces/{a}"),
+            aa,
+            Some(json!({"settings": {}}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        c.call("delete", &format!("/admin/v1/workspaces/{a}"), aa, None)
             .await
             .0,
         403
     );
     assert_eq!(
-        c.call("patch", &format!("/admin/v1/workspaces/{a}"), aa, Some(json!({"settings": {}})))
-            .await
-            .0,
-        403
-    );
-    assert_eq!(c.call("delete", &format!("/admin/v1/workspaces/{a}"), aa, None).await.0, 403);
-    assert_eq!(c.call("get", &format!("/admin/v1/workspaces/{b}"), aa, None).await.0, 404);
-    assert_eq!(c.call("get", &format!("/admin/v1/keys/{b_key_id}"), aa, None).await.0, 404);
-    assert_eq!(
-        c.call("post", &format!("/admin/v1/keys/{b_key_id}/revoke"), aa, None)
+        c.call("get", &format!("/admin/v1/workspaces/{b}"), aa, None)
             .await
             .0,
         404
     );
     assert_eq!(
-        c.call("get", &format!("/admin/v1/audit?workspace_id={b}"), aa, None)
+        c.call("get", &format!("/admin/v1/keys/{b_key_id}"), aa, None)
             .await
             .0,
+        404
+    );
+    assert_eq!(
+        c.call(
+            "post",
+            &format!("/admin/v1/keys/{b_key_id}/revoke"),
+            aa,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        c.call(
+            "get",
+            &format!("/admin/v1/audit?workspace_id={b}"),
+            aa,
+            None
+        )
+        .await
+        .0,
         404
     );
     // /admin/health and /metrics take the master key only.
@@ -642,32 +838,65 @@ async fn live_answers_match_the_document() {
 
     // --- traffic, then usage, health and metrics
     let r = gw
-        .chat_as(&member, json!({"model": "gpt-4o-mini", "messages": user("hi")}))
+        .chat_as(
+            &member,
+            json!({"model": "gpt-4o-mini", "messages": user("hi")}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     gw.row(&common::request_id(&r)).await;
     let (s, v) = c
-        .call("get", &format!("/admin/v1/workspaces/{a}/usage?since_ms=0"), m, None)
+        .call(
+            "get",
+            &format!("/admin/v1/workspaces/{a}/usage?since_ms=0"),
+            m,
+            None,
+        )
         .await;
     assert_eq!((s, &v["usage"]["requests"]), (200, &json!(1)), "{v}");
     let (s, v) = c
-        .call("get", &format!("/admin/v1/keys/{member_id}/usage"), aa, None)
+        .call(
+            "get",
+            &format!("/admin/v1/keys/{member_id}/usage"),
+            aa,
+            None,
+        )
         .await;
     assert_eq!((s, &v["usage"]["requests"]), (200, &json!(1)), "{v}");
     assert_eq!(
-        c.call("get", &format!("/admin/v1/workspaces/{a}/usage?bogus=1"), m, None)
-            .await
-            .0,
+        c.call(
+            "get",
+            &format!("/admin/v1/workspaces/{a}/usage?bogus=1"),
+            m,
+            None
+        )
+        .await
+        .0,
         400
     );
     assert_eq!(
-        c.call("get", &format!("/admin/v1/keys/{member_id}/usage?since_ms=soon"), m, None)
-            .await
-            .0,
+        c.call(
+            "get",
+            &format!("/admin/v1/keys/{member_id}/usage?since_ms=soon"),
+            m,
+            None
+        )
+        .await
+        .0,
         400
     );
-    assert_eq!(c.call("get", "/admin/v1/workspaces/ws_nope/usage", m, None).await.0, 404);
-    assert_eq!(c.call("get", "/admin/v1/keys/key_nope/usage", m, None).await.0, 404);
+    assert_eq!(
+        c.call("get", "/admin/v1/workspaces/ws_nope/usage", m, None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        c.call("get", "/admin/v1/keys/key_nope/usage", m, None)
+            .await
+            .0,
+        404
+    );
     let (s, v) = c.call("get", "/admin/health", m, None).await;
     assert_eq!(s, 200);
     assert!(!v["targets"].as_array().unwrap().is_empty(), "{v}");
@@ -677,81 +906,146 @@ async fn live_answers_match_the_document() {
 
     // --- revoke and delete
     let (s, v) = c
-        .call("post", &format!("/admin/v1/keys/{member_id}/revoke"), aa, None)
+        .call(
+            "post",
+            &format!("/admin/v1/keys/{member_id}/revoke"),
+            aa,
+            None,
+        )
         .await;
     assert_eq!((s, &v["revoked"]), (200, &json!(true)));
-    assert_eq!(c.call("post", "/admin/v1/keys/key_nope/revoke", m, None).await.0, 404);
+    assert_eq!(
+        c.call("post", "/admin/v1/keys/key_nope/revoke", m, None)
+            .await
+            .0,
+        404
+    );
     assert_eq!(c.call("get", "/admin/v1/workspaces", me, None).await.0, 401);
-    let (s, v) = c.call("delete", &format!("/admin/v1/workspaces/{b}"), m, None).await;
+    let (s, v) = c
+        .call("delete", &format!("/admin/v1/workspaces/{b}"), m, None)
+        .await;
     assert_eq!((s, &v["deleted"]), (200, &json!(true)));
-    assert_eq!(c.call("delete", "/admin/v1/workspaces/ws_nope", m, None).await.0, 404);
+    assert_eq!(
+        c.call("delete", "/admin/v1/workspaces/ws_nope", m, None)
+            .await
+            .0,
+        404
+    );
 
     // --- audit
     let (s, v) = c.call("get", "/admin/v1/audit", m, None).await;
     assert_eq!(s, 200);
     assert!(v["data"].as_array().unwrap().len() >= 8, "{v}");
     let (s, v) = c
-        .call("get", &format!("/admin/v1/audit?workspace_id={a}&limit=3"), aa, None)
-        .await;
-    assert_eq!((s, v["data"].as_array().unwrap().len()), (200, 3));
-    assert_eq!(c.call("get", "/admin/v1/audit?limit=-1", m, None).await.0, 400);
-    assert_eq!(c.call("get", "/admin/v1/audit", me, None).await.0, 401);
-
-    // --- provider credentials: only once src/admin.rs serves them (see CREDENTIAL_ROUTES).
-    let served = served_routes();
-    let credentials_served = CREDENTIAL_ROUTES
-        .iter()
-        .all(|(m, p)| served.contains(&((*m).to_owned(), (*p).to_owned())));
-    if credentials_served {
-        // Answers must be documented and match the document; success is not required (the
-        // harness configures no keyring).
-        let body = json!({"api_key": "sk-canary-workspace-openai-1"});
-        c.check_request("put", "/admin/v1/workspaces/{id}/credentials/{provider}", &body);
-        let path = format!("/admin/v1/workspaces/{a}/credentials/openai");
-        let (s, _) = c.call("put", &path, m, Some(body)).await;
-        let (_, list) = c.call("get", &format!("/admin/v1/workspaces/{a}/credentials"), aa, None).await;
-        assert!(!list.to_string().contains("sk-canary-workspace"), "{list}");
-        c.call("put", &path, m, Some(json!({"api_key": "x", "extra": 1}))).await;
-        c.call("put", &path, me, Some(json!({"api_key": "x"}))).await;
-        c.call(
+        .call(
             "get",
-            &format!("/admin/v1/workspaces/{b}/credentials"),
+            &format!("/admin/v1/audit?workspace_id={a}&limit=3"),
             aa,
             None,
         )
         .await;
-        let (d, _) = c.call("delete", &path, m, None).await;
-        if s == 204 {
-            assert_eq!(d, 204);
-            assert_eq!(c.call("delete", &path, m, None).await.0, 404);
+    assert_eq!((s, v["data"].as_array().unwrap().len()), (200, 3));
+    assert_eq!(
+        c.call("get", "/admin/v1/audit?limit=-1", m, None).await.0,
+        400
+    );
+    assert_eq!(c.call("get", "/admin/v1/audit", me, None).await.0, 401);
+
+    // --- provider credentials (see CREDENTIAL_ROUTES), sealed with the harness keyring.
+    let served = served_routes();
+    let credentials_served = CREDENTIAL_ROUTES
+        .iter()
+        .all(|(m, p)| served.contains(&((*m).to_owned(), (*p).to_owned())));
+    let mut other_gateways = Vec::new();
+    if credentials_served {
+        let put = "/admin/v1/workspaces/{id}/credentials/{provider}";
+        let creds = format!("/admin/v1/workspaces/{a}/credentials");
+        let path = format!("{creds}/openai");
+        let body = json!({"api_key": "sk-canary-workspace-openai-1"});
+        c.check_request("put", put, &body);
+        assert_eq!(c.call("put", &path, aa, Some(body)).await.0, 204);
+        let body = json!({"api_key": "sk-canary-workspace-openai-2"});
+        assert_eq!(c.call("put", &path, m, Some(body)).await.0, 204, "replace");
+        let (s, list) = c.call("get", &creds, aa, None).await;
+        assert_eq!((s, list["data"].as_array().unwrap().len()), (200, 1), "{list}");
+        assert_eq!(list["data"][0]["provider"], "openai");
+        let (_, audit) = c
+            .call("get", &format!("/admin/v1/audit?workspace_id={a}"), m, None)
+            .await;
+        assert!(
+            !format!("{list}{audit}").contains("sk-canary-workspace"),
+            "a stored credential is never shown"
+        );
+        for bad in [
+            json!({"api_key": "x", "provider": "openai"}),
+            json!({"api_key": ""}),
+            json!({}),
+        ] {
+            c.reject_request("put", put, &bad);
+            let (s, v) = c.call("put", &path, m, Some(bad.clone())).await;
+            assert_eq!(s, 400, "{bad} -> {v}");
         }
+        let key = json!({"api_key": "sk-x"});
+        assert_eq!(
+            c.call("put", &format!("{creds}/no-such-provider"), m, Some(key.clone()))
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            c.call("get", &format!("/admin/v1/workspaces/{b}/credentials"), aa, None)
+                .await
+                .0,
+            404
+        );
+        let (_, v) = c
+            .call("post", &format!("/admin/v1/workspaces/{a}/keys"), m, Some(json!({"name": "m2"})))
+            .await;
+        let member2 = v["key"].as_str().unwrap().to_owned();
+        assert_eq!(c.call("put", &path, Some(&member2), Some(key.clone())).await.0, 403);
+        assert_eq!(c.call("get", &creds, Some(&member2), None).await.0, 403);
+        assert_eq!(c.call("delete", &path, aa, None).await.0, 204);
+        assert_eq!(c.call("delete", &path, m, None).await.0, 404);
+        let (_, list) = c.call("get", &creds, m, None).await;
+        assert_eq!(list["data"], json!([]));
+
+        // A gateway without a keyring cannot store credentials: 503.
+        let plain = start_gw().await;
+        let c2 = Checker::new(&plain);
+        let (_, w) = c2
+            .call("post", "/admin/v1/workspaces", m, Some(json!({"name": "plain"})))
+            .await;
+        let w = w["id"].as_str().unwrap().to_owned();
+        let (s, v) = c2
+            .call("put", &format!("/admin/v1/workspaces/{w}/credentials/openai"), m, Some(key))
+            .await;
+        assert_eq!(s, 503, "{v}");
+        other_gateways.push(c2.seen.into_inner().unwrap());
     }
 
     // Every served route was answered successfully at least once (credential routes: see above).
-    let seen = c.seen.lock().unwrap().clone();
+    let mut seen = c.seen.lock().unwrap().clone();
     let ok: BTreeSet<Route> = seen
         .iter()
         .filter(|(_, _, s)| (200..300).contains(s))
         .map(|(m, p, _)| (m.clone(), p.clone()))
         .collect();
-    let untested: BTreeSet<Route> = served
-        .iter()
-        .filter(|r| {
-            !ok.contains(*r)
-                && !CREDENTIAL_ROUTES
-                    .iter()
-                    .any(|(m, p)| r.0 == *m && r.1 == *p)
-        })
-        .cloned()
-        .collect();
+    let untested: BTreeSet<Route> = served.difference(&ok).cloned().collect();
     assert!(
         untested.is_empty(),
         "served routes without a successful answer in the scenario:{}",
         show(&untested)
     );
-    // And every documented error status except 503 (not reachable here) was produced somewhere.
+    // And every documented error status was produced somewhere (503: a gateway without a
+    // credential keyring).
+    seen.extend(other_gateways.into_iter().flatten());
     let statuses: BTreeSet<u16> = seen.iter().map(|(_, _, s)| *s).collect();
-    for s in [400, 401, 403, 404, 409] {
-        assert!(statuses.contains(&s), "no {s} in the scenario");
+    let expected: &[u16] = if credentials_served {
+        &[400, 401, 403, 404, 409, 503]
+    } else {
+        &[400, 401, 403, 404, 409]
+    };
+    for s in expected {
+        assert!(statuses.contains(s), "no {s} in the scenario");
     }
 }

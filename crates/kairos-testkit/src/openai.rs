@@ -33,12 +33,13 @@ fn authorized(h: &MockHandle, inc: &Incoming, azure: bool) -> bool {
     let Some(key) = &h.config().openai_key else {
         return true;
     };
+    let ok = |k: &str| k == key || h.config().openai_extra_keys.iter().any(|x| x == k);
     if azure {
-        return inc.header("api-key") == Some(key.as_str());
+        return inc.header("api-key").is_some_and(ok);
     }
     inc.header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|k| k == key)
+        .is_some_and(ok)
 }
 
 const BAD_KEY: &str = "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.";

@@ -16,6 +16,9 @@ use crate::behavior::Behavior;
 pub struct MockConfig {
     /// If set, OpenAI routes require `Authorization: Bearer <key>` (Azure routes: `api-key: <key>`).
     pub openai_key: Option<String>,
+    /// Further keys the OpenAI routes accept besides `openai_key` (workspace credentials and
+    /// BYOK keys in tests).
+    pub openai_extra_keys: Vec<String>,
     /// If set, Anthropic routes require `x-api-key: <key>`.
     pub anthropic_key: Option<String>,
     /// If set, Gemini routes require `x-goog-api-key: <key>`. A `?key=` query parameter is
@@ -40,6 +43,7 @@ impl Default for MockConfig {
     fn default() -> Self {
         Self {
             openai_key: None,
+            openai_extra_keys: Vec::new(),
             anthropic_key: None,
             gemini_key: None,
             defaults: Behavior::default(),
