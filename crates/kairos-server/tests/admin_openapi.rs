@@ -499,7 +499,11 @@ fn the_schemas_reject_drift() {
 
 #[tokio::test]
 async fn live_answers_match_the_document() {
-    let gw = start_env(&[("KAIROS_SECRET_KEY", KEYRING)], &mut MockConfig::default()).await;
+    let gw = start_env(
+        &[("KAIROS_SECRET_KEY", KEYRING)],
+        &mut MockConfig::default(),
+    )
+    .await;
     let c = Checker::new(&gw);
     let m = Some(MASTER);
 
@@ -967,7 +971,11 @@ async fn live_answers_match_the_document() {
         let body = json!({"api_key": "sk-canary-workspace-openai-2"});
         assert_eq!(c.call("put", &path, m, Some(body)).await.0, 204, "replace");
         let (s, list) = c.call("get", &creds, aa, None).await;
-        assert_eq!((s, list["data"].as_array().unwrap().len()), (200, 1), "{list}");
+        assert_eq!(
+            (s, list["data"].as_array().unwrap().len()),
+            (200, 1),
+            "{list}"
+        );
         assert_eq!(list["data"][0]["provider"], "openai");
         let (_, audit) = c
             .call("get", &format!("/admin/v1/audit?workspace_id={a}"), m, None)
@@ -987,22 +995,42 @@ async fn live_answers_match_the_document() {
         }
         let key = json!({"api_key": "sk-x"});
         assert_eq!(
-            c.call("put", &format!("{creds}/no-such-provider"), m, Some(key.clone()))
-                .await
-                .0,
+            c.call(
+                "put",
+                &format!("{creds}/no-such-provider"),
+                m,
+                Some(key.clone())
+            )
+            .await
+            .0,
             404
         );
         assert_eq!(
-            c.call("get", &format!("/admin/v1/workspaces/{b}/credentials"), aa, None)
-                .await
-                .0,
+            c.call(
+                "get",
+                &format!("/admin/v1/workspaces/{b}/credentials"),
+                aa,
+                None
+            )
+            .await
+            .0,
             404
         );
         let (_, v) = c
-            .call("post", &format!("/admin/v1/workspaces/{a}/keys"), m, Some(json!({"name": "m2"})))
+            .call(
+                "post",
+                &format!("/admin/v1/workspaces/{a}/keys"),
+                m,
+                Some(json!({"name": "m2"})),
+            )
             .await;
         let member2 = v["key"].as_str().unwrap().to_owned();
-        assert_eq!(c.call("put", &path, Some(&member2), Some(key.clone())).await.0, 403);
+        assert_eq!(
+            c.call("put", &path, Some(&member2), Some(key.clone()))
+                .await
+                .0,
+            403
+        );
         assert_eq!(c.call("get", &creds, Some(&member2), None).await.0, 403);
         assert_eq!(c.call("delete", &path, aa, None).await.0, 204);
         assert_eq!(c.call("delete", &path, m, None).await.0, 404);
@@ -1013,11 +1041,21 @@ async fn live_answers_match_the_document() {
         let plain = start_gw().await;
         let c2 = Checker::new(&plain);
         let (_, w) = c2
-            .call("post", "/admin/v1/workspaces", m, Some(json!({"name": "plain"})))
+            .call(
+                "post",
+                "/admin/v1/workspaces",
+                m,
+                Some(json!({"name": "plain"})),
+            )
             .await;
         let w = w["id"].as_str().unwrap().to_owned();
         let (s, v) = c2
-            .call("put", &format!("/admin/v1/workspaces/{w}/credentials/openai"), m, Some(key))
+            .call(
+                "put",
+                &format!("/admin/v1/workspaces/{w}/credentials/openai"),
+                m,
+                Some(key),
+            )
             .await;
         assert_eq!(s, 503, "{v}");
         other_gateways.push(c2.seen.into_inner().unwrap());
