@@ -19,7 +19,9 @@ use kairos_core::env::MapEnv;
 use kairos_core::gateway::Gateway;
 use kairos_core::tenancy::{KeyCache, generate_key, key_hash};
 use kairos_limits::{BudgetScope, Limits, LimitsOptions, Period, RateCheck};
-use kairos_store::{AuditEntry, KeyRecord, LedgerWriter, LedgerWriterConfig, Store, WorkspaceRecord};
+use kairos_store::{
+    AuditEntry, KeyRecord, LedgerWriter, LedgerWriterConfig, Store, WorkspaceRecord,
+};
 use secrecy::SecretString;
 
 fn audit() -> AuditEntry {
@@ -126,8 +128,9 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let s = setup(&rt);
-    let spend: Arc<dyn kairos_limits::SpendSource> =
-        Arc::new(kairos_limits::FnSpendSource(|_: BudgetScope, _: i64| async { Ok(0) }));
+    let spend: Arc<dyn kairos_limits::SpendSource> = Arc::new(kairos_limits::FnSpendSource(
+        |_: BudgetScope, _: i64| async { Ok(0) },
+    ));
 
     c.bench_function("authenticate (virtual key, in-memory table)", |b| {
         b.iter(|| rt.block_on(async { black_box(s.gw.authenticate(Some(&s.key)).await.unwrap()) }))
@@ -147,7 +150,10 @@ fn bench(c: &mut Criterion) {
                 n += 1;
                 let p = s.gw.authenticate(Some(&s.key)).await.unwrap();
                 let d = local.check_rates(&checks(&s)).await;
-                let r = local.reserve(&scopes(&s), &format!("r{n}"), 10_000).await.unwrap();
+                let r = local
+                    .reserve(&scopes(&s), &format!("r{n}"), 10_000)
+                    .await
+                    .unwrap();
                 let _ = local.release(&r).await;
                 black_box((p, d))
             })

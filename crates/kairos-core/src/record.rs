@@ -395,6 +395,10 @@ impl Recorder {
     }
 
     pub fn upstream_start(&mut self) {
+        if self.row.journal_gen.is_none() {
+            // Before the first upstream call: a crash from here on cannot lose this request.
+            self.row.journal_gen = self.ledger.journal_begin(&self.row);
+        }
         self.row.attempts = self.row.attempts.saturating_add(1);
         self.upstream_started = Some(Instant::now());
     }

@@ -242,10 +242,21 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
     };
 
     let store = Store::connect(&database_url(&cfg)).await?;
+    // Requests a crash interrupted (SIGKILL) get their rows before anything else runs.
+    kairos_store::journal::recover(&cfg.storage.data_dir, &store).await?;
+    let journal = std::sync::Arc::new(
+        kairos_store::journal::Journal::open(&cfg.storage.data_dir).map_err(|source| {
+            StartError::DataDir {
+                path: cfg.storage.data_dir.display().to_string(),
+                source,
+            }
+        })?,
+    );
     let (ledger, writer) = LedgerWriter::spawn(
         store.clone(),
         LedgerWriterConfig {
             spool_dir: Some(cfg.storage.data_dir.clone()),
+            journal: Some(journal),
             ..LedgerWriterConfig::default()
         },
     );

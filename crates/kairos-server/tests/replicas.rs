@@ -33,7 +33,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn spawn_replica(dir: &std::path::Path, n: usize, db: &str, redis: &str, mock: &str) -> Replica {
+async fn spawn_replica(
+    dir: &std::path::Path,
+    n: usize,
+    db: &str,
+    redis: &str,
+    mock: &str,
+) -> Replica {
     let (port, admin_port) = (free_port(), free_port());
     let cfg = dir.join(format!("kairos-{n}.toml"));
     std::fs::write(
@@ -87,7 +93,10 @@ api_key = "env:OPENAI_API_KEY"
         {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "replica {n} not ready");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "replica {n} not ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     r
@@ -143,7 +152,9 @@ async fn three_serve_processes_behave_as_one_gateway() {
         std::env::var("KAIROS_TEST_POSTGRES_URL"),
         std::env::var("KAIROS_TEST_REDIS_URL"),
     ) else {
-        eprintln!("SKIP three_serve_processes_behave_as_one_gateway: KAIROS_TEST_POSTGRES_URL or KAIROS_TEST_REDIS_URL unset");
+        eprintln!(
+            "SKIP three_serve_processes_behave_as_one_gateway: KAIROS_TEST_POSTGRES_URL or KAIROS_TEST_REDIS_URL unset"
+        );
         return;
     };
     let schema = format!(
@@ -205,7 +216,10 @@ async fn three_serve_processes_behave_as_one_gateway() {
     .await;
     let admitted = out.iter().filter(|s| **s == 200).count();
     let refused = out.iter().filter(|s| **s == 402).count();
-    eprintln!("A1 over 3 processes: {admitted} admitted, {refused} refused (402), mock calls {}", mock.call_count());
+    eprintln!(
+        "A1 over 3 processes: {admitted} admitted, {refused} refused (402), mock calls {}",
+        mock.call_count()
+    );
     assert!(admitted <= 100);
     assert_eq!(admitted, 99, "{out:?}");
     assert_eq!(refused, 101);
@@ -213,7 +227,10 @@ async fn three_serve_processes_behave_as_one_gateway() {
 
     // Z3: revoked on replica 2, refused by every replica within the bound.
     let r = http
-        .post(format!("{}/admin/v1/keys/{key_id}/revoke", replicas[1].admin))
+        .post(format!(
+            "{}/admin/v1/keys/{key_id}/revoke",
+            replicas[1].admin
+        ))
         .bearer_auth(MASTER)
         .send()
         .await
@@ -234,7 +251,10 @@ async fn three_serve_processes_behave_as_one_gateway() {
             if s == 401 {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(5), "{url} still accepts a revoked key");
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{url} still accepts a revoked key"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -351,25 +351,48 @@ async fn with_redis_unreachable_rates_fall_back_and_budgets_fail_closed() {
     let mut mc = MockConfig::default();
     let gw = start_env(&[("KAIROS_REDIS_URL", url.as_str())], &mut mc).await;
     let ws = workspace(&gw, "team-a", json!({})).await;
-    let (_, limited) = key(&gw, MASTER, &ws, json!({"name": "rl", "settings": {"rpm": 2}})).await;
+    let (_, limited) = key(
+        &gw,
+        MASTER,
+        &ws,
+        json!({"name": "rl", "settings": {"rpm": 2}}),
+    )
+    .await;
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let t = std::time::Instant::now();
         let r = gw
-            .chat_as(&limited, json!({"model": "gpt-4o-mini", "messages": user("hi")}))
+            .chat_as(
+                &limited,
+                json!({"model": "gpt-4o-mini", "messages": user("hi")}),
+            )
             .await;
         statuses.push(r.status().as_u16());
         assert!(t.elapsed() < std::time::Duration::from_secs(2));
     }
     assert_eq!(statuses, [200, 200, 429]);
-    let ws2 = workspace(&gw, "team-b", json!({"budget": {"usd": 10.0, "period": "month"}})).await;
+    let ws2 = workspace(
+        &gw,
+        "team-b",
+        json!({"budget": {"usd": 10.0, "period": "month"}}),
+    )
+    .await;
     let (_, budgeted) = key(&gw, MASTER, &ws2, json!({"name": "b"})).await;
     let r = gw
-        .chat_as(&budgeted, json!({"model": "gpt-4o-mini", "messages": user("hi")}))
+        .chat_as(
+            &budgeted,
+            json!({"model": "gpt-4o-mini", "messages": user("hi")}),
+        )
         .await;
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("budget store"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget store"),
+        "{v}"
+    );
     assert_eq!(gw.mock.call_count(), 2);
     let metrics = gw
         .http
@@ -381,6 +404,9 @@ async fn with_redis_unreachable_rates_fall_back_and_budgets_fail_closed() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("kairos_ratelimit_fallback_total"), "{metrics}");
+    assert!(
+        metrics.contains("kairos_ratelimit_fallback_total"),
+        "{metrics}"
+    );
     assert!(metrics.contains("kairos_budget_unavailable_total"));
 }

@@ -43,6 +43,7 @@
 //! have NUL characters replaced with U+FFFD (PostgreSQL rejects NUL in `TEXT`).
 
 mod error;
+pub mod journal;
 mod row;
 mod spool;
 mod store;

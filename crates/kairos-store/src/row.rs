@@ -64,6 +64,9 @@ pub struct LedgerRow {
     /// of `cost_micros`.
     #[serde(default)]
     pub markup_micros: i64,
+    /// The intent-journal generation holding this request's entry (not stored).
+    #[serde(skip)]
+    pub journal_gen: Option<u32>,
 }
 
 /// Filters for [`crate::Store::list_requests`]. Results are newest first

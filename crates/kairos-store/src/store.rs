@@ -260,6 +260,7 @@ macro_rules! backend_sql {
                 attempts_detail: row.try_get("attempts_detail")?,
                 byok: row.try_get("byok")?,
                 markup_micros: row.try_get("markup_micros")?,
+                journal_gen: None,
             })
         }
 

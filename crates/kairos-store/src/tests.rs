@@ -192,6 +192,7 @@ fn full_row(i: usize) -> LedgerRow {
         attempts_detail: Some(r#"[{"target":"p/m","outcome":"ok"}]"#.into()),
         byok: true,
         markup_micros: 42,
+        journal_gen: None,
     }
 }
 
@@ -231,6 +232,7 @@ fn bare_row(i: usize) -> LedgerRow {
         attempts_detail: None,
         byok: false,
         markup_micros: 0,
+        journal_gen: None,
     }
 }
 
@@ -615,6 +617,7 @@ async fn extreme_config_values_do_not_break_the_writer() {
             max_batch: 0,        // raised to 1
             max_delay: Duration::MAX,
             spool_dir: None,
+            journal: None,
         },
     );
     handle.record(full_row(1));
@@ -916,4 +919,56 @@ async fn dropping_the_writer_detaches_it_and_it_ends_with_the_last_handle() {
         drop(handle);
         assert_eq!(db.store.count().await.unwrap(), 1);
     }
+}
+
+#[tokio::test]
+async fn the_journal_recovers_interrupted_requests_once() {
+    let db = sqlite_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let j = crate::journal::Journal::open(dir.path()).unwrap();
+    let done = full_row(1);
+    let cut = full_row(2);
+    assert_eq!(j.begin(&done), Some(0));
+    assert_eq!(j.begin(&cut), Some(0));
+    // Row 1 reached the database before the "crash"; row 2 did not.
+    db.store
+        .insert_batch(std::slice::from_ref(&done))
+        .await
+        .unwrap();
+    drop(j);
+    let n = crate::journal::recover(dir.path(), &db.store)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let row = db.store.get_request(&cut.id).await.unwrap().unwrap();
+    assert_eq!(row.outcome, "interrupted");
+    assert_eq!(row.error_kind.as_deref(), Some("gateway_interrupted"));
+    assert_eq!(row.cost_micros, None);
+    assert_eq!(
+        db.store
+            .get_request(&done.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome,
+        done.outcome
+    );
+    // The files are gone: a second recovery finds nothing.
+    assert_eq!(
+        crate::journal::recover(dir.path(), &db.store)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_released_entry_leaves_no_file_after_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = crate::journal::Journal::open(dir.path()).unwrap();
+    let g = j.begin(&full_row(1)).unwrap();
+    j.release(g);
+    // The current generation is kept even when empty; older ones are deleted when released.
+    assert_eq!(j.files(), 1);
 }

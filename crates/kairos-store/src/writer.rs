@@ -19,7 +19,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Settings of [`LedgerWriter`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct LedgerWriterConfig {
     /// Rows that can wait between [`LedgerHandle::record`] and the writer task (default 65,536).
     /// Also the bound of the in-memory backlog used without a spool. At least 1.
@@ -31,7 +31,26 @@ pub struct LedgerWriterConfig {
     /// Directory of the spool file `ledger-spool.jsonl`, where batches go while the database
     /// fails. `None` keeps them in memory (bounded by `channel_capacity`, lost on exit).
     pub spool_dir: Option<PathBuf>,
+    /// The intent journal ([`crate::journal`]): entries are released once their rows are
+    /// durable. `None`: no crash recovery of in-flight requests.
+    pub journal: Option<Arc<crate::journal::Journal>>,
 }
+
+impl PartialEq for LedgerWriterConfig {
+    fn eq(&self, o: &Self) -> bool {
+        self.channel_capacity == o.channel_capacity
+            && self.max_batch == o.max_batch
+            && self.max_delay == o.max_delay
+            && self.spool_dir == o.spool_dir
+            && match (&self.journal, &o.journal) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for LedgerWriterConfig {}
 
 impl Default for LedgerWriterConfig {
     fn default() -> Self {
@@ -40,6 +59,7 @@ impl Default for LedgerWriterConfig {
             max_batch: 512,
             max_delay: Duration::from_millis(20),
             spool_dir: None,
+            journal: None,
         }
     }
 }
@@ -103,6 +123,7 @@ enum Msg {
 pub struct LedgerHandle {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
+    journal: Option<Arc<crate::journal::Journal>>,
 }
 
 impl std::fmt::Debug for LedgerHandle {
@@ -114,6 +135,12 @@ impl std::fmt::Debug for LedgerHandle {
 }
 
 impl LedgerHandle {
+    /// Journals a request about to call a provider (see [`crate::journal`]); the returned
+    /// generation goes on its row.
+    pub fn journal_begin(&self, row: &LedgerRow) -> Option<u32> {
+        self.journal.as_ref().and_then(|j| j.begin(row))
+    }
+
     /// Queues a row for the writer. Never blocks and never awaits: if the channel is full (or
     /// the writer has stopped) the row is counted in [`LedgerStats::dropped`] and an error is
     /// logged (rate-limited). With a working spool the channel only fills if the writer cannot
@@ -180,7 +207,9 @@ impl LedgerWriter {
         let (tx, rx) = mpsc::channel(capacity);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let shared = Arc::new(Shared::default());
+        let journal_for_handle = cfg.journal.clone();
         let task = Task {
+            journal: cfg.journal,
             store,
             rx,
             shutdown: Some(shutdown_rx),
@@ -196,6 +225,7 @@ impl LedgerWriter {
         let handle = LedgerHandle {
             tx,
             shared: Arc::clone(&shared),
+            journal: journal_for_handle,
         };
         (
             handle,
@@ -236,6 +266,7 @@ enum Next {
 }
 
 struct Task {
+    journal: Option<Arc<crate::journal::Journal>>,
     store: Store,
     rx: mpsc::Receiver<Msg>,
     shutdown: Option<oneshot::Receiver<()>>,
@@ -370,6 +401,14 @@ impl Task {
         }
     }
 
+    fn release(&self, gens: &[u32]) {
+        if let Some(j) = &self.journal {
+            for g in gens {
+                j.release(*g);
+            }
+        }
+    }
+
     /// Writes the batch to the database, or to the backlog while the database is failing.
     async fn write(&mut self, backlog: &mut Backlog, batch: &mut Vec<LedgerRow>) {
         if batch.is_empty() {
@@ -377,12 +416,14 @@ impl Task {
         }
         let n = batch.len() as u64;
         let db_allowed = self.retry_at.is_none_or(|at| Instant::now() >= at);
+        let gens: Vec<u32> = batch.iter().filter_map(|r| r.journal_gen).collect();
         if db_allowed {
             match insert_timed(&self.store, batch).await {
                 Ok(_) => {
                     self.shared.written.fetch_add(n, Ordering::Relaxed);
                     self.note_success();
                     batch.clear();
+                    self.release(&gens);
                     return;
                 }
                 Err(error) => {
@@ -396,6 +437,10 @@ impl Task {
         self.shared
             .spooled
             .fetch_add(appended.stored, Ordering::Relaxed);
+        if self.spool_dir.is_some() && appended.dropped == 0 {
+            // In the fsync'd spool: as durable as the database for a crash.
+            self.release(&gens);
+        }
         if appended.dropped > 0 {
             let total = self.shared.add_dropped(appended.dropped);
             tracing::error!(
