@@ -200,25 +200,6 @@ fn shared_backends() -> Option<(String, String)> {
     }
 }
 
-async fn pg_schema(pg: &str, tag: &str) -> (String, String) {
-    let schema = format!(
-        "kt_{tag}_{:x}{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    kairos_store::Store::connect_with_schema(pg, &schema)
-        .await
-        .expect("postgres");
-    let sep = if pg.contains('?') { '&' } else { '?' };
-    (
-        schema.clone(),
-        format!("{pg}{sep}options=-c%20search_path%3D{schema}"),
-    )
-}
-
 #[tokio::test]
 async fn three_replicas_never_overrun_a_shared_budget() {
     // A1: budget $1, each request reserves just over $0.01, 200 concurrent requests spread

@@ -369,19 +369,7 @@ async fn replicas_share_keys_and_revocations_through_postgres() {
         );
         return;
     };
-    let schema = format!(
-        "kt_keys_{:x}{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    kairos_store::Store::connect_with_schema(&pg, &schema)
-        .await
-        .expect("postgres");
-    let sep = if pg.contains('?') { '&' } else { '?' };
-    let url = format!("{pg}{sep}options=-c%20search_path%3D{schema}");
+    let (schema, url) = pg_schema(&pg, "keys").await;
     let r1 = start_db(&url, &mut MockConfig::default()).await;
     let r2 = start_db(&url, &mut MockConfig::default()).await;
     let a = workspace(&r1, "team-a", json!({})).await;
@@ -419,4 +407,45 @@ async fn replicas_share_keys_and_revocations_through_postgres() {
     eprintln!("revocation reached replica 2 after {:?}", t.elapsed());
     drop((r1, r2));
     let _ = kairos_store::Store::drop_postgres_schema(&pg, &schema).await;
+}
+
+#[tokio::test]
+async fn with_the_database_gone_known_keys_work_and_unknown_keys_get_503() {
+    // U24: authentication is served from the in-memory key table; a key the table does not know
+    // cannot be checked, so it gets 503 (retry later), not a misleading 401.
+    let Ok(pg) = std::env::var("KAIROS_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "SKIP with_the_database_gone_known_keys_work_and_unknown_keys_get_503: KAIROS_TEST_POSTGRES_URL unset"
+        );
+        return;
+    };
+    let (schema, url) = pg_schema(&pg, "dbdown").await;
+    let gw = start_db(&url, &mut MockConfig::default()).await;
+    let a = workspace(&gw, "team-a", json!({})).await;
+    let (_, k) = key(&gw, MASTER, &a, json!({"name": "svc"})).await;
+    // The database disappears (schema dropped: every query fails).
+    kairos_store::Store::drop_postgres_schema(&pg, &schema)
+        .await
+        .unwrap();
+    let r = gw
+        .chat_as(&k, json!({"model": "gpt-4o-mini", "messages": user("hi")}))
+        .await;
+    assert_eq!(r.status(), 200, "a cached key must keep working");
+    let unknown = kairos_core::tenancy::generate_key();
+    let r = gw
+        .chat_as(
+            &unknown,
+            json!({"model": "gpt-4o-mini", "messages": user("hi")}),
+        )
+        .await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("key store"),
+        "{v}"
+    );
+    assert_eq!(gw.mock.call_count(), 1);
 }

@@ -316,3 +316,24 @@ pub async fn key(gw: &Gw, by: &str, ws: &str, body: serde_json::Value) -> (Strin
         v["key"].as_str().unwrap().to_owned(),
     )
 }
+
+/// A fresh PostgreSQL schema (migrated) on `pg` for one test; returns its name and a URL whose
+/// connections use it.
+pub async fn pg_schema(pg: &str, tag: &str) -> (String, String) {
+    let schema = format!(
+        "kt_{tag}_{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    kairos_store::Store::connect_with_schema(pg, &schema)
+        .await
+        .expect("postgres");
+    let sep = if pg.contains('?') { '&' } else { '?' };
+    (
+        schema.clone(),
+        format!("{pg}{sep}options=-c%20search_path%3D{schema}"),
+    )
+}
