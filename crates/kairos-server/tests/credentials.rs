@@ -13,6 +13,19 @@ const SECRET_KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const WS_KEY: &str = "sk-canary-workspace-a-7d1e9c";
 const BYOK_KEY: &str = "sk-canary-byok-3b8f2a";
 
+/// A chat completion as `key` with an `x-kairos-provider-key` header.
+async fn byok_chat(gw: &Gw, key: &str, header: impl AsRef<str>, model: &str) -> reqwest::Response {
+    gw.http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(key)
+        .header("x-kairos-provider-key", header.as_ref())
+        .header("content-type", "application/json")
+        .body(json!({"model": model, "messages": user("hi")}).to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 fn sent_key(gw: &Gw) -> String {
     let reqs = gw.mock.requests();
     let last = reqs.last().expect("a request reached the mock");
@@ -102,32 +115,14 @@ async fn workspace_credentials_are_sealed_and_used_for_that_workspace_only() {
     assert_eq!(sent_key(&gw), format!("Bearer {OPENAI_KEY}"));
 
     // BYOK: the caller's key for this request only; no markup; recorded as BYOK.
-    let r = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(&ka)
-        .header("x-kairos-provider-key", format!("openai={BYOK_KEY}"))
-        .header("content-type", "application/json")
-        .body(json!({"model": "gpt-4o-mini", "messages": user("hi")}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = byok_chat(&gw, &ka, format!("openai={BYOK_KEY}"), "gpt-4o-mini").await;
     assert_eq!(r.status(), 200);
     assert_eq!(sent_key(&gw), format!("Bearer {BYOK_KEY}"));
     let row = gw.row(&request_id(&r)).await;
     assert!(row.byok);
     assert_eq!(row.markup_micros, 0);
     // A BYOK key is never sent to another provider: the Anthropic target gets its own key.
-    let r = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(&ka)
-        .header("x-kairos-provider-key", format!("openai={BYOK_KEY}"))
-        .header("content-type", "application/json")
-        .body(json!({"model": "claude-haiku-4-5", "messages": user("hi")}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = byok_chat(&gw, &ka, format!("openai={BYOK_KEY}"), "claude-haiku-4-5").await;
     assert_eq!(r.status(), 200);
     let last = gw.mock.requests().last().unwrap().clone();
     assert_eq!(last.header("x-api-key"), Some(ANTHROPIC_KEY));
@@ -135,16 +130,7 @@ async fn workspace_credentials_are_sealed_and_used_for_that_workspace_only() {
     // Malformed or unknown-provider BYOK headers are 400s without an upstream call.
     let before = gw.mock.call_count();
     for h in ["sk-no-provider", "nope=sk-x", "openai="] {
-        let r = gw
-            .http
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .bearer_auth(&ka)
-            .header("x-kairos-provider-key", h)
-            .header("content-type", "application/json")
-            .body(json!({"model": "gpt-4o-mini", "messages": user("hi")}).to_string())
-            .send()
-            .await
-            .unwrap();
+        let r = byok_chat(&gw, &ka, h, "gpt-4o-mini").await;
         assert_eq!(r.status(), 400, "{h}");
         let v: Value = r.json().await.unwrap();
         assert!(
