@@ -51,7 +51,7 @@ mod tenancy;
 mod writer;
 
 pub use error::StoreError;
-pub use row::{LedgerRow, ListQuery};
+pub use row::{LedgerRow, ListQuery, OutcomeRow, Signal};
 pub use spool::SPOOL_FILE_NAME;
 pub use store::Store;
 pub use tenancy::{AuditEntry, CredentialRecord, KeyRecord, Scope, UsageSummary, WorkspaceRecord};

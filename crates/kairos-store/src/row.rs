@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Text values are stored as given, except that NUL characters (`'\0'`) are replaced with
 /// U+FFFD on insert on every backend: PostgreSQL rejects NUL in `TEXT`, and one such row would
 /// otherwise block the writer forever.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LedgerRow {
     /// Request id (uuid v7 text); the primary key. Inserts are idempotent on it.
     pub id: String,
@@ -64,9 +64,92 @@ pub struct LedgerRow {
     /// of `cost_micros`.
     #[serde(default)]
     pub markup_micros: i64,
+    /// The routed prompt's embedding (an opaque string from `kairos_router::embed::quantize`),
+    /// kept so that outcomes can be learned per region of prompt space.
+    #[serde(default)]
+    pub embedding: Option<String>,
+    /// Outcomes computed when the request finished (the implicit signal), not a column: the
+    /// writer upserts them into `outcomes` in the same transaction as the row, and the spool
+    /// line carries them, so a spooled row still yields its outcomes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<Signal>,
     /// The intent-journal generation holding this request's entry (not stored).
     #[serde(skip)]
     pub journal_gen: Option<u32>,
+}
+
+/// An outcome carried on its request's [`LedgerRow`]: the row supplies the request id,
+/// workspace, key, task and embedding of the [`OutcomeRow`] it becomes
+/// ([`OutcomeRow::from_signal`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub metric: String,
+    pub model: String,
+    /// In [0, 1].
+    pub score: f64,
+    pub weight: f64,
+    /// `"explicit"` | `"implicit"`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Unix time in milliseconds when the outcome was observed.
+    pub at_ms: i64,
+}
+
+/// How one request went for one model by one metric: explicit feedback (`POST /v1/feedback`)
+/// or an implicit signal computed by the gateway. Unique per `(request_id, metric, model)`;
+/// writing the same key again updates `score`, `weight`, `detail` and `updated_ms` and keeps
+/// `created_ms` ([`crate::Store::upsert_outcome`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRow {
+    pub request_id: String,
+    /// `"score"` (explicit default), a caller's metric name, `"implicit"`, `"implicit_retry"`,
+    /// `"implicit_escalation"`.
+    pub metric: String,
+    /// The model the outcome is about (usually the request's served model).
+    pub model: String,
+    /// Copied from the request's row.
+    pub workspace: Option<String>,
+    /// The key that made the request (copied from its row).
+    pub key_id: String,
+    /// The request's routed task, if it was routed (copied from its row).
+    pub task: Option<String>,
+    /// The request's prompt embedding (copied from its row).
+    pub embedding: Option<String>,
+    /// In [0, 1].
+    pub score: f64,
+    /// 1.0 for explicit feedback; lower for implicit signals.
+    pub weight: f64,
+    /// `"explicit"` | `"implicit"`.
+    pub source: String,
+    /// The caller's comment, or the implicit signal's reasons (comma separated).
+    pub detail: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl OutcomeRow {
+    /// The outcome `s` of the request `row`.
+    pub fn from_signal(row: &LedgerRow, s: &Signal) -> OutcomeRow {
+        OutcomeRow {
+            request_id: row.id.clone(),
+            metric: s.metric.clone(),
+            model: s.model.clone(),
+            workspace: row.workspace.clone(),
+            key_id: row.key_id.clone(),
+            task: row.task.clone(),
+            embedding: row.embedding.clone(),
+            score: s.score,
+            weight: s.weight,
+            source: s.source.clone(),
+            detail: s.detail.clone(),
+            created_ms: s.at_ms,
+            updated_ms: s.at_ms,
+        }
+    }
+
+    /// Upper bound on `detail`, in bytes (longer values are cut at a character boundary).
+    pub const MAX_DETAIL_BYTES: usize = 16 * 1024;
 }
 
 /// Filters for [`crate::Store::list_requests`]. Results are newest first

@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection, Executor, SqlSafeStr};
 
 use crate::error::StoreError;
-use crate::row::{LedgerRow, ListQuery};
+use crate::row::{LedgerRow, ListQuery, OutcomeRow};
 
 /// The ledger columns, in insert and select order.
 macro_rules! columns {
@@ -22,7 +22,15 @@ macro_rules! columns {
          provider, stream, status_code, outcome, error_kind, input_tokens, output_tokens, \
          cached_tokens, cache_write_tokens, reasoning_tokens, usage_source, cost_micros, \
          latency_total_us, latency_upstream_us, overhead_us, ttft_us, metadata, end_user, \
-         trace_id, attempts, task, receipt, attempts_detail, byok, markup_micros"
+         trace_id, attempts, task, receipt, attempts_detail, byok, markup_micros, embedding"
+    };
+}
+
+/// The outcome columns, in insert and select order.
+macro_rules! outcome_columns {
+    () => {
+        "request_id, metric, model, workspace, key_id, task, embedding, score, weight, source, \
+         detail, created_ms, updated_ms"
     };
 }
 
@@ -30,7 +38,14 @@ macro_rules! columns {
 #[cfg(test)]
 pub(crate) const COLUMNS: &str = columns!();
 /// Number of bind parameters per row in the multi-row insert.
-pub(crate) const NUM_COLUMNS: usize = 33;
+pub(crate) const NUM_COLUMNS: usize = 34;
+/// Outcome columns as a string (tests check it against [`NUM_OUTCOME_COLUMNS`]).
+#[cfg(test)]
+pub(crate) const OUTCOME_COLUMNS: &str = outcome_columns!();
+/// Number of bind parameters per outcome in the multi-row upsert.
+pub(crate) const NUM_OUTCOME_COLUMNS: usize = 13;
+/// Upper bound on `limit` in [`Store::outcomes_since`].
+pub const MAX_OUTCOMES_PER_PAGE: u32 = 10_000;
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32 (the bundled build keeps it).
 pub(crate) const SQLITE_MAX_PARAMS: usize = 32_766;
@@ -42,7 +57,12 @@ const MAX_ROWS_PER_STATEMENT: usize = 512;
 
 /// Rows per multi-row `INSERT` statement under a bind-parameter limit.
 pub(crate) const fn rows_per_statement(max_params: usize) -> usize {
-    let by_params = max_params / NUM_COLUMNS;
+    rows_per_statement_of(max_params, NUM_COLUMNS)
+}
+
+/// Rows of `columns` bind parameters each per statement under a bind-parameter limit.
+pub(crate) const fn rows_per_statement_of(max_params: usize, columns: usize) -> usize {
+    let by_params = max_params / columns;
     if by_params < MAX_ROWS_PER_STATEMENT {
         by_params
     } else {
@@ -54,7 +74,7 @@ pub(crate) const fn rows_per_statement(max_params: usize) -> usize {
 /// that a handful of distinct SQL texts cover every batch and each stays in the connection's
 /// prepared-statement cache. (Chunking by `max` alone gives a new statement text, hence a new
 /// prepare, for nearly every batch: profiled at ~1.2% of the gateway's CPU under load.)
-pub(crate) fn fixed_chunks(rows: &[LedgerRow], max: usize) -> impl Iterator<Item = &[LedgerRow]> {
+pub(crate) fn fixed_chunks<T>(rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
     let max = max.max(1);
     let mut rest = rows;
     std::iter::from_fn(move || {
@@ -99,6 +119,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "tenancy",
         include_str!("../migrations/sqlite/0004_tenancy.sql"),
     ),
+    (
+        5,
+        "outcomes",
+        include_str!("../migrations/sqlite/0005_outcomes.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -120,6 +145,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "tenancy",
         include_str!("../migrations/postgres/0004_tenancy.sql"),
+    ),
+    (
+        5,
+        "outcomes",
+        include_str!("../migrations/postgres/0005_outcomes.sql"),
     ),
 ];
 
@@ -158,13 +188,58 @@ fn clean_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(clean)
 }
 
+/// Why an outcome cannot be stored (`None`: it can).
+fn outcome_problem(o: &OutcomeRow) -> Option<&'static str> {
+    if !(o.score.is_finite() && (0.0..=1.0).contains(&o.score)) {
+        Some("score must be a number in [0, 1]")
+    } else if !(o.weight.is_finite() && o.weight >= 0.0) {
+        Some("weight must be a finite number >= 0")
+    } else if o.request_id.is_empty() || o.metric.is_empty() || o.model.is_empty() {
+        Some("request_id, metric and model must not be empty")
+    } else {
+        None
+    }
+}
+
+/// `detail` cut to [`OutcomeRow::MAX_DETAIL_BYTES`] at a character boundary.
+fn clip_detail(d: &Option<String>) -> Option<Cow<'_, str>> {
+    d.as_deref().map(|s| {
+        let mut end = s.len().min(OutcomeRow::MAX_DETAIL_BYTES);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        clean(&s[..end])
+    })
+}
+
+/// The outcomes carried by `rows` (their [`crate::Signal`]s), valid ones only, one per key (the
+/// last one wins, so that a multi-row upsert never touches the same key twice).
+fn batch_outcomes(rows: &[LedgerRow]) -> Vec<OutcomeRow> {
+    let mut out: Vec<OutcomeRow> = Vec::new();
+    for row in rows {
+        for s in &row.signals {
+            let o = OutcomeRow::from_signal(row, s);
+            if let Some(problem) = outcome_problem(&o) {
+                tracing::warn!(request_id = %o.request_id, metric = %o.metric, problem, "dropping an invalid outcome");
+                continue;
+            }
+            match out.iter_mut().find(|x| {
+                x.request_id == o.request_id && x.metric == o.metric && x.model == o.model
+            }) {
+                Some(x) => *x = o,
+                None => out.push(o),
+            }
+        }
+    }
+    out
+}
 /// The SQL of one backend. Written once as a macro because sqlx has no backend-generic
 /// `rows_affected`, and the trait bounds for a generic version are longer than the code.
 macro_rules! backend_sql {
-    ($db:ty) => {
+    ($db:ty, $greatest:literal, $max_params:expr) => {
         use sqlx::{Pool, QueryBuilder, Row};
 
-        use crate::row::{LedgerRow, ListQuery};
+        use crate::row::{LedgerRow, ListQuery, OutcomeRow};
 
         type DbRow = <$db as sqlx::Database>::Row;
 
@@ -216,13 +291,129 @@ macro_rules! backend_sql {
                         .push_bind(super::clean_opt(&r.receipt))
                         .push_bind(super::clean_opt(&r.attempts_detail))
                         .push_bind(r.byok)
-                        .push_bind(r.markup_micros);
+                        .push_bind(r.markup_micros)
+                        .push_bind(super::clean_opt(&r.embedding));
                 });
                 qb.push(" ON CONFLICT (id) DO NOTHING");
                 inserted += qb.build().execute(&mut *tx).await?.rows_affected();
             }
+            let outcomes = super::batch_outcomes(rows);
+            let per_statement =
+                super::rows_per_statement_of($max_params, super::NUM_OUTCOME_COLUMNS);
+            for chunk in super::fixed_chunks(&outcomes, per_statement) {
+                upsert_outcomes(&mut *tx, chunk).await?;
+            }
             tx.commit().await?;
             Ok(inserted)
+        }
+
+        /// One multi-row upsert; `outcomes` must not repeat a key.
+        async fn upsert_outcomes(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            outcomes: &[OutcomeRow],
+        ) -> Result<(), sqlx::Error> {
+            let mut qb = QueryBuilder::<$db>::new(concat!(
+                "INSERT INTO outcomes (",
+                outcome_columns!(),
+                ") "
+            ));
+            qb.push_values(outcomes, |mut b, o| {
+                b.push_bind(super::clean(&o.request_id))
+                    .push_bind(super::clean(&o.metric))
+                    .push_bind(super::clean(&o.model))
+                    .push_bind(super::clean_opt(&o.workspace))
+                    .push_bind(super::clean(&o.key_id))
+                    .push_bind(super::clean_opt(&o.task))
+                    .push_bind(super::clean_opt(&o.embedding))
+                    .push_bind(o.score)
+                    .push_bind(o.weight)
+                    .push_bind(super::clean(&o.source))
+                    .push_bind(super::clip_detail(&o.detail))
+                    .push_bind(o.created_ms)
+                    .push_bind(o.updated_ms);
+            });
+            qb.push(concat!(
+                " ON CONFLICT (request_id, metric, model) DO UPDATE SET score = excluded.score, \
+                 weight = excluded.weight, detail = excluded.detail, updated_ms = ",
+                $greatest,
+                "(outcomes.updated_ms, excluded.updated_ms)"
+            ));
+            qb.build().execute(conn).await?;
+            Ok(())
+        }
+
+        /// Upserts one outcome; `true` when its key existed (an update).
+        pub(crate) async fn upsert_outcome(
+            pool: &Pool<$db>,
+            o: &OutcomeRow,
+        ) -> Result<bool, sqlx::Error> {
+            let mut tx = pool.begin().await?;
+            let mut qb =
+                QueryBuilder::<$db>::new("SELECT created_ms FROM outcomes WHERE request_id = ");
+            qb.push_bind(super::clean(&o.request_id))
+                .push(" AND metric = ")
+                .push_bind(super::clean(&o.metric))
+                .push(" AND model = ")
+                .push_bind(super::clean(&o.model));
+            let existed = qb.build().fetch_optional(&mut *tx).await?;
+            upsert_outcomes(&mut *tx, std::slice::from_ref(o)).await?;
+            tx.commit().await?;
+            Ok(existed.is_some())
+        }
+
+        fn decode_outcome(row: &DbRow) -> Result<OutcomeRow, sqlx::Error> {
+            Ok(OutcomeRow {
+                request_id: row.try_get("request_id")?,
+                metric: row.try_get("metric")?,
+                model: row.try_get("model")?,
+                workspace: row.try_get("workspace")?,
+                key_id: row.try_get("key_id")?,
+                task: row.try_get("task")?,
+                embedding: row.try_get("embedding")?,
+                score: row.try_get("score")?,
+                weight: row.try_get("weight")?,
+                source: row.try_get("source")?,
+                detail: row.try_get("detail")?,
+                created_ms: row.try_get("created_ms")?,
+                updated_ms: row.try_get("updated_ms")?,
+            })
+        }
+
+        pub(crate) async fn get_outcome(
+            pool: &Pool<$db>,
+            request_id: &str,
+            metric: &str,
+            model: &str,
+        ) -> Result<Option<OutcomeRow>, sqlx::Error> {
+            let mut qb = QueryBuilder::<$db>::new(concat!(
+                "SELECT ",
+                outcome_columns!(),
+                " FROM outcomes WHERE request_id = "
+            ));
+            qb.push_bind(request_id)
+                .push(" AND metric = ")
+                .push_bind(metric)
+                .push(" AND model = ")
+                .push_bind(model);
+            let row = qb.build().fetch_optional(pool).await?;
+            row.as_ref().map(decode_outcome).transpose()
+        }
+
+        pub(crate) async fn outcomes_since(
+            pool: &Pool<$db>,
+            updated_ms_at_least: i64,
+            limit: u32,
+        ) -> Result<Vec<OutcomeRow>, sqlx::Error> {
+            let mut qb = QueryBuilder::<$db>::new(concat!(
+                "SELECT ",
+                outcome_columns!(),
+                " FROM outcomes WHERE updated_ms >= "
+            ));
+            qb.push_bind(updated_ms_at_least)
+                .push(" ORDER BY updated_ms, request_id, metric, model LIMIT ")
+                .push_bind(i64::from(limit));
+            let rows = qb.build().fetch_all(pool).await?;
+            rows.iter().map(decode_outcome).collect()
         }
 
         fn decode(row: &DbRow) -> Result<LedgerRow, sqlx::Error> {
@@ -260,6 +451,8 @@ macro_rules! backend_sql {
                 attempts_detail: row.try_get("attempts_detail")?,
                 byok: row.try_get("byok")?,
                 markup_micros: row.try_get("markup_micros")?,
+                embedding: row.try_get("embedding")?,
+                signals: Vec::new(),
                 journal_gen: None,
             })
         }
@@ -314,11 +507,11 @@ macro_rules! backend_sql {
 }
 
 mod sqlite_sql {
-    backend_sql!(sqlx::Sqlite);
+    backend_sql!(sqlx::Sqlite, "MAX", super::SQLITE_MAX_PARAMS);
 }
 
 mod postgres_sql {
-    backend_sql!(sqlx::Postgres);
+    backend_sql!(sqlx::Postgres, "GREATEST", super::POSTGRES_MAX_PARAMS);
 }
 
 /// The request ledger on SQLite or PostgreSQL. Cheap to clone (the pool is shared).
@@ -484,6 +677,10 @@ impl Store {
     /// Inserts `rows` in one transaction as multi-row `INSERT`s (chunked under the backend's
     /// bind-parameter limit). Idempotent on `id`: rows whose id exists are skipped, also
     /// duplicates within `rows`. Returns the number of rows actually inserted.
+    ///
+    /// The rows' [`crate::Signal`]s are upserted into `outcomes` in the same transaction (as by
+    /// [`Store::upsert_outcome`], so a replayed row changes nothing); invalid ones are dropped
+    /// with a warning rather than failing the batch.
     pub async fn insert_batch(&self, rows: &[LedgerRow]) -> Result<u64, StoreError> {
         Ok(match &self.backend {
             Backend::Sqlite(pool) => {
@@ -510,6 +707,58 @@ impl Store {
         Ok(match &self.backend {
             Backend::Sqlite(pool) => sqlite_sql::list_requests(pool, q).await?,
             Backend::Postgres(pool) => postgres_sql::list_requests(pool, q).await?,
+        })
+    }
+
+    /// Inserts or updates one outcome (key: request id, metric, model). On conflict `score`,
+    /// `weight` and `detail` are replaced, `updated_ms` becomes the later of the stored and the
+    /// given value, and `created_ms` is kept. Returns `true` when the key existed (an update).
+    /// A score outside [0, 1] (or not finite), a negative weight or an empty key part is a
+    /// [`StoreError::Config`]; `detail` is cut to [`OutcomeRow::MAX_DETAIL_BYTES`].
+    pub async fn upsert_outcome(&self, o: &OutcomeRow) -> Result<bool, StoreError> {
+        if let Some(problem) = outcome_problem(o) {
+            return Err(StoreError::Config(format!("invalid outcome: {problem}")));
+        }
+        Ok(match &self.backend {
+            Backend::Sqlite(pool) => sqlite_sql::upsert_outcome(pool, o).await?,
+            Backend::Postgres(pool) => postgres_sql::upsert_outcome(pool, o).await?,
+        })
+    }
+
+    /// Outcomes with `updated_ms >= updated_ms_at_least`, ordered by
+    /// `(updated_ms, request_id, metric, model)`, at most `limit` (capped at
+    /// [`MAX_OUTCOMES_PER_PAGE`]). To follow the table, call again with the last row's
+    /// `updated_ms` and skip the keys already seen at that millisecond.
+    pub async fn outcomes_since(
+        &self,
+        updated_ms_at_least: i64,
+        limit: u32,
+    ) -> Result<Vec<OutcomeRow>, StoreError> {
+        let limit = limit.min(MAX_OUTCOMES_PER_PAGE);
+        Ok(match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlite_sql::outcomes_since(pool, updated_ms_at_least, limit).await?
+            }
+            Backend::Postgres(pool) => {
+                postgres_sql::outcomes_since(pool, updated_ms_at_least, limit).await?
+            }
+        })
+    }
+
+    /// The outcome of `request_id` by `metric` for `model`.
+    pub async fn get_outcome(
+        &self,
+        request_id: &str,
+        metric: &str,
+        model: &str,
+    ) -> Result<Option<OutcomeRow>, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlite_sql::get_outcome(pool, request_id, metric, model).await?
+            }
+            Backend::Postgres(pool) => {
+                postgres_sql::get_outcome(pool, request_id, metric, model).await?
+            }
         })
     }
 

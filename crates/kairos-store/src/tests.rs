@@ -10,11 +10,12 @@ use std::time::Duration;
 use sqlx::{AssertSqlSafe, Connection, Executor};
 
 use crate::store::{
-    COLUMNS, NUM_COLUMNS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS, rows_per_statement,
+    COLUMNS, NUM_COLUMNS, NUM_OUTCOME_COLUMNS, OUTCOME_COLUMNS, POSTGRES_MAX_PARAMS,
+    SQLITE_MAX_PARAMS, rows_per_statement,
 };
 use crate::{
-    LedgerRow, LedgerStats, LedgerWriter, LedgerWriterConfig, ListQuery, SPOOL_FILE_NAME, Store,
-    StoreError,
+    LedgerRow, LedgerStats, LedgerWriter, LedgerWriterConfig, ListQuery, OutcomeRow,
+    SPOOL_FILE_NAME, Signal, Store, StoreError,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -192,6 +193,8 @@ fn full_row(i: usize) -> LedgerRow {
         attempts_detail: Some(r#"[{"target":"p/m","outcome":"ok"}]"#.into()),
         byok: true,
         markup_micros: 42,
+        embedding: Some(format!("q1:{i}:AAECAw==")),
+        signals: Vec::new(),
         journal_gen: None,
     }
 }
@@ -232,6 +235,8 @@ fn bare_row(i: usize) -> LedgerRow {
         attempts_detail: None,
         byok: false,
         markup_micros: 0,
+        embedding: None,
+        signals: Vec::new(),
         journal_gen: None,
     }
 }
@@ -971,4 +976,284 @@ async fn a_released_entry_leaves_no_file_after_rotation() {
     j.release(g);
     // The current generation is kept even when empty; older ones are deleted when released.
     assert_eq!(j.files(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outcomes
+
+fn outcome(request: &str, metric: &str, model: &str, score: f64, at: i64) -> OutcomeRow {
+    OutcomeRow {
+        request_id: request.to_owned(),
+        metric: metric.to_owned(),
+        model: model.to_owned(),
+        workspace: Some("ws-1".into()),
+        key_id: "key-1".into(),
+        task: Some("coding".into()),
+        embedding: Some("q1:AAEC".into()),
+        score,
+        weight: 1.0,
+        source: "explicit".into(),
+        detail: Some("fine 👍".into()),
+        created_ms: at,
+        updated_ms: at,
+    }
+}
+
+/// `row` carrying one implicit signal.
+fn with_signal(mut row: LedgerRow, score: f64) -> LedgerRow {
+    row.signals.push(Signal {
+        metric: "implicit".into(),
+        model: row.served_model.clone().unwrap_or_else(|| "m".into()),
+        score,
+        weight: 0.25,
+        source: "implicit".into(),
+        detail: Some("length".into()),
+        at_ms: row.ts_ms + 5,
+    });
+    row
+}
+
+#[test]
+fn outcome_column_list_matches_the_bind_count() {
+    assert_eq!(OUTCOME_COLUMNS.split(',').count(), NUM_OUTCOME_COLUMNS);
+}
+
+#[tokio::test]
+async fn outcomes_upsert_once_per_key_and_keep_created_ms() {
+    for db in backends().await {
+        let first = outcome("r1", "score", "gpt-4o", 0.5, 1_000);
+        assert!(
+            !db.store.upsert_outcome(&first).await.unwrap(),
+            "{}",
+            db.name()
+        );
+        assert_eq!(
+            db.store.get_outcome("r1", "score", "gpt-4o").await.unwrap(),
+            Some(first.clone())
+        );
+        // Same key again: updated in place, created_ms kept.
+        let mut second = outcome("r1", "score", "gpt-4o", 1.0, 2_000);
+        second.detail = None;
+        second.weight = 0.5;
+        assert!(
+            db.store.upsert_outcome(&second).await.unwrap(),
+            "{}",
+            db.name()
+        );
+        let read = db
+            .store
+            .get_outcome("r1", "score", "gpt-4o")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.score, 1.0);
+        assert_eq!(read.weight, 0.5);
+        assert_eq!(read.detail, None);
+        assert_eq!((read.created_ms, read.updated_ms), (1_000, 2_000));
+        // An older write never moves updated_ms backwards.
+        let older = outcome("r1", "score", "gpt-4o", 0.0, 1_500);
+        assert!(db.store.upsert_outcome(&older).await.unwrap());
+        let read = db
+            .store
+            .get_outcome("r1", "score", "gpt-4o")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((read.score, read.updated_ms), (0.0, 2_000));
+        // Another metric or model is another outcome.
+        assert!(
+            !db.store
+                .upsert_outcome(&outcome("r1", "accuracy", "gpt-4o", 0.2, 3_000))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.store
+                .upsert_outcome(&outcome("r1", "score", "claude", 0.2, 3_000))
+                .await
+                .unwrap()
+        );
+        assert_eq!(db.store.outcomes_since(0, 100).await.unwrap().len(), 3);
+        assert_eq!(
+            db.store
+                .get_outcome("r1", "score", "missing")
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_outcomes_are_refused_and_long_details_cut() {
+    for db in backends().await {
+        for bad in [
+            outcome("r", "score", "m", f64::NAN, 1),
+            outcome("r", "score", "m", 1.5, 1),
+            outcome("r", "score", "m", -0.1, 1),
+            OutcomeRow {
+                weight: f64::INFINITY,
+                ..outcome("r", "score", "m", 0.5, 1)
+            },
+            outcome("", "score", "m", 0.5, 1),
+            outcome("r", "", "m", 0.5, 1),
+        ] {
+            let e = db.store.upsert_outcome(&bad).await.unwrap_err();
+            assert!(matches!(e, StoreError::Config(_)), "{}: {e}", db.name());
+        }
+        assert!(db.store.outcomes_since(0, 10).await.unwrap().is_empty());
+        let mut long = outcome("r", "score", "m", 0.5, 1);
+        long.detail = Some("é".repeat(OutcomeRow::MAX_DETAIL_BYTES));
+        long.key_id = "k\0".into();
+        db.store.upsert_outcome(&long).await.unwrap();
+        let read = db
+            .store
+            .get_outcome("r", "score", "m")
+            .await
+            .unwrap()
+            .unwrap();
+        let d = read.detail.unwrap();
+        assert_eq!(d.len(), OutcomeRow::MAX_DETAIL_BYTES, "{}", db.name());
+        assert!(d.chars().all(|c| c == 'é'));
+        assert_eq!(read.key_id, "k\u{FFFD}");
+    }
+}
+
+#[tokio::test]
+async fn outcomes_since_is_ordered_and_limited() {
+    for db in backends().await {
+        for (req, metric, model, at) in [
+            ("b", "score", "m", 20),
+            ("a", "score", "m", 20),
+            ("a", "implicit", "m", 20),
+            ("z", "score", "m", 10),
+            ("c", "score", "m", 30),
+            ("a", "implicit", "l", 20),
+        ] {
+            db.store
+                .upsert_outcome(&outcome(req, metric, model, 0.5, at))
+                .await
+                .unwrap();
+        }
+        let keys = |v: Vec<OutcomeRow>| -> Vec<String> {
+            v.into_iter()
+                .map(|o| format!("{}:{}/{}/{}", o.updated_ms, o.request_id, o.metric, o.model))
+                .collect()
+        };
+        assert_eq!(
+            keys(db.store.outcomes_since(0, 100).await.unwrap()),
+            [
+                "10:z/score/m",
+                "20:a/implicit/l",
+                "20:a/implicit/m",
+                "20:a/score/m",
+                "20:b/score/m",
+                "30:c/score/m"
+            ],
+            "{}",
+            db.name()
+        );
+        assert_eq!(
+            keys(db.store.outcomes_since(20, 2).await.unwrap()),
+            ["20:a/implicit/l", "20:a/implicit/m"]
+        );
+        assert_eq!(
+            keys(db.store.outcomes_since(21, 100).await.unwrap()),
+            ["30:c/score/m"]
+        );
+        assert!(db.store.outcomes_since(31, 100).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn signals_on_rows_become_outcomes_in_the_same_batch() {
+    for db in backends().await {
+        let row = with_signal(full_row(1), 0.3);
+        let mut bad = with_signal(full_row(2), f64::NAN);
+        bad.signals.push(Signal {
+            metric: "implicit_x".into(),
+            score: 0.0,
+            ..bad.signals[0].clone()
+        });
+        // Duplicates in one batch (the same row twice, with its signal) are one outcome.
+        let batch = vec![row.clone(), row.clone(), bad.clone()];
+        assert_eq!(
+            db.store.insert_batch(&batch).await.unwrap(),
+            2,
+            "{}",
+            db.name()
+        );
+        let model = row.served_model.clone().unwrap();
+        let o = db
+            .store
+            .get_outcome(&row.id, "implicit", &model)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.score, 0.3);
+        assert_eq!(o.weight, 0.25);
+        assert_eq!(o.source, "implicit");
+        assert_eq!(o.detail.as_deref(), Some("length"));
+        assert_eq!(o.workspace, row.workspace);
+        assert_eq!(o.key_id, row.key_id);
+        assert_eq!(o.task, row.task);
+        assert_eq!(o.embedding, row.embedding);
+        assert_eq!((o.created_ms, o.updated_ms), (row.ts_ms + 5, row.ts_ms + 5));
+        // The invalid signal was dropped, its row and its valid sibling kept.
+        let bad_model = bad.served_model.clone().unwrap();
+        assert_eq!(
+            db.store
+                .get_outcome(&bad.id, "implicit", &bad_model)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(
+            db.store
+                .get_outcome(&bad.id, "implicit_x", &bad_model)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Replaying the row changes nothing; the row read back carries no signals.
+        assert_eq!(db.store.insert_batch(&[row.clone()]).await.unwrap(), 0);
+        assert_eq!(db.store.outcomes_since(0, 100).await.unwrap().len(), 2);
+        let read = db.store.get_request(&row.id).await.unwrap().unwrap();
+        assert!(read.signals.is_empty());
+        assert_eq!(read.embedding, row.embedding);
+    }
+}
+
+#[tokio::test]
+async fn spooled_rows_keep_their_signals() {
+    for db in backends().await {
+        let (handle, writer) = LedgerWriter::spawn(db.store.clone(), cfg(Some(db.spool_dir())));
+        db.break_table().await;
+        for i in 0..5 {
+            handle.record(with_signal(full_row(i), 0.1 * i as f64));
+        }
+        within(handle.flush()).await;
+        assert_eq!(handle.stats().spooled, 5, "{}", db.name());
+        assert!(db.store.outcomes_since(0, 100).await.unwrap().is_empty());
+        let spool = std::fs::read_to_string(db.spool_file()).unwrap();
+        assert!(
+            spool.contains("\"signals\""),
+            "the spool line carries the signals"
+        );
+        db.restore_table().await;
+        within(handle.flush()).await;
+        within(writer.shutdown()).await;
+        let outcomes = db.store.outcomes_since(0, 100).await.unwrap();
+        assert_eq!(outcomes.len(), 5, "{}", db.name());
+        for i in 0..5 {
+            let r = full_row(i);
+            let o = db
+                .store
+                .get_outcome(&r.id, "implicit", r.served_model.as_deref().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!((o.score - 0.1 * i as f64).abs() < 1e-9);
+        }
+    }
 }
