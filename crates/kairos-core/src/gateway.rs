@@ -127,6 +127,20 @@ pub struct Principal {
     pub access: Option<Arc<crate::tenancy::Access>>,
 }
 
+impl Principal {
+    /// May this caller read (or give feedback on) a request made by `key_id` in `workspace`?
+    /// The master key: any request. A virtual key: its own requests; with the `admin` role,
+    /// also every request of its own workspace (never another workspace's).
+    pub fn may_access_request(&self, key_id: &str, workspace: Option<&str>) -> bool {
+        if self.admin || self.key_id == key_id {
+            return true;
+        }
+        self.access.as_ref().is_some_and(|a| {
+            a.role == crate::tenancy::Role::Admin && workspace == Some(a.workspace_id.as_str())
+        })
+    }
+}
+
 /// Caps that protect the gateway.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -156,6 +170,8 @@ pub struct Gateway {
     pub(crate) spend_limits: Option<kairos_limits::Limits>,
     master_key_hash: [u8; 32],
     pub(crate) limits: Limits,
+    /// Outcomes: the learner's hook and the recent requests (retries, escalations).
+    pub(crate) signals: Arc<crate::signals::Signals>,
 }
 
 impl Gateway {
@@ -252,6 +268,7 @@ impl Gateway {
                 max_response_bytes: cfg.server.max_response_bytes,
                 request_timeout: cfg.server.request_timeout,
             },
+            signals: Arc::new(crate::signals::Signals::new()),
         };
         let compiled = crate::strategy::compile(&cfg.strategies, &gw.retry_defaults, &|name| {
             gw.resolve(name, ModelMode::Chat).ok()
@@ -327,6 +344,18 @@ impl Gateway {
 
     pub fn keys(&self) -> Option<&crate::tenancy::KeyCache> {
         self.keys.as_ref()
+    }
+
+    /// The outcome hook: every outcome (explicit feedback, the implicit signal of each chat
+    /// request, retries, escalations) is handed to its subscribers as soon as it is known.
+    /// Subscribe the learner here ([`crate::signals::OutcomeSink::subscribe`]).
+    pub fn outcome_sink(&self) -> &crate::signals::OutcomeSink {
+        self.signals.sink()
+    }
+
+    /// Retry and escalation outcomes are written to `store` (off the request path).
+    pub fn set_outcome_store(&self, store: kairos_store::Store) {
+        self.signals.set_store(store);
     }
 
     /// Enables rate limits and budgets for virtual keys.

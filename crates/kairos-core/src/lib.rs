@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod record;
 pub mod retry;
 pub mod routing;
+pub mod signals;
 pub mod spend;
 pub mod strategy;
 pub mod stream;

@@ -87,6 +87,7 @@ impl Gateway {
         opts: RouteOptions,
     ) -> Result<MessagesReply, GatewayError> {
         rec.set_requested(&req.model, req.is_stream());
+        rec.set_signals(self.signals.clone());
         if let Some(u) = req.metadata.as_ref().and_then(|m| m.user_id.clone()) {
             rec.set_end_user(Some(u));
         }
@@ -218,6 +219,7 @@ impl Gateway {
                 rec.add_output_text(text);
             }
         }
+        rec.observe_completion(&ir);
         if let Some(u) = &ir.usage {
             rec.set_usage(Tokens::from_usage(u));
             meta.cost_micros = rec.provider_cost_micros();

@@ -365,6 +365,7 @@ impl Gateway {
         opts: RouteOptions,
     ) -> Result<ChatReply, GatewayError> {
         rec.set_requested(&req.model, req.is_stream());
+        rec.set_signals(self.signals.clone());
         let end_user = req.user.clone();
         let md = req
             .metadata
@@ -644,6 +645,7 @@ impl Gateway {
                 }
             }
         }
+        rec.observe_completion(&resp);
         if let Some(u) = resp.usage.as_mut() {
             rec.set_usage(Tokens::from_usage(u));
             meta.cost_micros = rec.provider_cost_micros();

@@ -223,6 +223,12 @@ pub struct Recorder {
     spend: Option<crate::spend::SpendHold>,
     /// Provider keys the caller brought for this request only (BYOK), by provider name.
     byok: Vec<(String, secrecy::SecretString)>,
+    /// What the request asked of the answer (JSON, tools), for the implicit signal.
+    expect: crate::signals::Expect,
+    /// What the model answered, for the implicit signal.
+    observed: crate::signals::Observed,
+    /// The gateway's outcome hook and recent-request memory (chat routes only).
+    signals: Option<Arc<crate::signals::Signals>>,
 }
 
 /// The facts known when a request arrives.
@@ -267,7 +273,37 @@ impl Recorder {
             access: None,
             spend: None,
             byok: Vec::new(),
+            expect: crate::signals::Expect::default(),
+            observed: crate::signals::Observed::default(),
+            signals: None,
         }
+    }
+
+    /// Report this request's outcomes to the gateway's hook and look for retries and
+    /// escalations when it finishes (chat routes).
+    pub fn set_signals(&mut self, s: Arc<crate::signals::Signals>) {
+        self.signals = Some(s);
+    }
+
+    /// The routed prompt's embedding (an opaque string), kept on the row and copied to the
+    /// request's outcomes.
+    pub fn set_embedding(&mut self, embedding: String) {
+        self.row.embedding = Some(embedding);
+    }
+
+    /// A complete answer, seen for the implicit signal (first choice).
+    pub fn observe_completion(&mut self, c: &kairos_api::openai::ChatCompletion) {
+        self.observed.on_completion(c);
+    }
+
+    /// A stream chunk, seen for the implicit signal.
+    pub fn observe_chunk(&mut self, c: &kairos_api::openai::ChatCompletionChunk) {
+        self.observed.on_chunk(c);
+    }
+
+    /// What the implicit signal has seen of the answer (native streams feed it piece by piece).
+    pub(crate) fn observed_mut(&mut self) -> &mut crate::signals::Observed {
+        &mut self.observed
     }
 
     pub fn id(&self) -> &str {
@@ -391,6 +427,10 @@ impl Recorder {
     }
 
     pub fn set_prompt(&mut self, p: PromptSource) {
+        if let PromptSource::Chat(req) = &p {
+            self.expect = crate::signals::Expect::of(req);
+            self.observed.keep_json = self.expect.json.is_some();
+        }
         self.prompt = p;
     }
 
@@ -499,6 +539,20 @@ impl Recorder {
         row.latency_upstream_us = (row.attempts > 0).then(|| micros(self.upstream_time));
         row.overhead_us = micros(total.saturating_sub(self.upstream_time));
         row.ttft_us = self.ttft.map(micros);
+        let end_ms = row
+            .ts_ms
+            .saturating_add(i64::try_from(total.as_millis()).unwrap_or(i64::MAX));
+        if let Some(s) = crate::signals::implicit_signal(row, &self.expect, &self.observed, end_ms)
+        {
+            row.signals.push(s);
+        }
+        if let Some(signals) = &self.signals {
+            let prompt = match &self.prompt {
+                PromptSource::Chat(req) => Some(Arc::clone(req)),
+                PromptSource::None | PromptSource::Embedding(_) => None,
+            };
+            signals.after_row(row, prompt, end_ms);
+        }
 
         let called_upstream = row.attempts > 0;
         let hold = self.spend.take();

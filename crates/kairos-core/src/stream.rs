@@ -230,6 +230,7 @@ impl ChatStream {
 
     fn observe(&mut self, chunk: &mut ChatCompletionChunk) {
         let Some(rec) = self.rec.as_mut() else { return };
+        rec.observe_chunk(chunk);
         for ch in &chunk.choices {
             let d = &ch.delta;
             if d.has_content() {
@@ -338,6 +339,9 @@ impl NativeStream {
             .observer
             .on_event(&ev)
             .map_err(|e| GatewayError::from_decode(self.reader.provider(), e))?;
+        if ev.event.as_deref() == Some("content_block_start") {
+            observe_block_start(&ev.data, rec);
+        }
         if ev.event.as_deref() == Some("content_block_delta") {
             // The observer skips parsing deltas (the hot event); parse here, and never
             // forward one that is not valid JSON.
@@ -395,6 +399,9 @@ impl NativeStream {
                 self.ended = true;
                 let mut rec = self.rec.take()?;
                 rec.upstream_end();
+                if let Some(f) = self.observer.finish_reason() {
+                    rec.observed_mut().set_finish(f.as_str());
+                }
                 return match self.observer.finish() {
                     Ok(()) => {
                         rec.finish_ok(200);
@@ -432,6 +439,8 @@ impl NativeStream {
 fn collect_delta_text(data: &str, rec: &mut Recorder) -> bool {
     #[derive(serde::Deserialize)]
     struct Ev<'a> {
+        #[serde(default)]
+        index: u32,
         #[serde(borrow)]
         delta: Option<D<'a>>,
     }
@@ -445,13 +454,58 @@ fn collect_delta_text(data: &str, rec: &mut Recorder) -> bool {
         thinking: Option<std::borrow::Cow<'a, str>>,
     }
     match serde_json::from_str::<Ev<'_>>(data) {
-        Ok(Ev { delta: Some(d) }) => {
+        Ok(Ev {
+            index,
+            delta: Some(d),
+        }) => {
+            if let Some(t) = &d.text {
+                rec.observed_mut().add_text(t);
+            }
+            if let Some(j) = &d.partial_json {
+                rec.observed_mut().tool_args(index, j);
+            }
             for t in [d.text, d.partial_json, d.thinking].into_iter().flatten() {
                 rec.add_output_text(&t);
             }
             true
         }
-        Ok(Ev { delta: None }) => true,
+        Ok(Ev { delta: None, .. }) => true,
         Err(_) => false,
+    }
+}
+
+/// A `content_block_start`: a tool call's name, for the implicit signal (the observer has
+/// already checked the event is valid JSON).
+fn observe_block_start(data: &str, rec: &mut Recorder) {
+    #[derive(serde::Deserialize)]
+    struct Ev<'a> {
+        #[serde(default)]
+        index: u32,
+        #[serde(borrow)]
+        content_block: Block<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Block<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(borrow, default)]
+        name: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        text: Option<std::borrow::Cow<'a, str>>,
+    }
+    if let Ok(ev) = serde_json::from_str::<Ev<'_>>(data) {
+        let b = ev.content_block;
+        match b.kind.as_ref() {
+            "tool_use" => {
+                rec.observed_mut()
+                    .tool_name(ev.index, b.name.as_deref().unwrap_or_default());
+            }
+            "text" => {
+                if let Some(t) = b.text.as_deref().filter(|t| !t.is_empty()) {
+                    rec.observed_mut().add_text(t);
+                }
+            }
+            _ => {}
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_cli;
 pub mod anthropic;
 pub mod eval_cmd;
+pub mod feedback;
 pub mod http;
 pub mod metrics;
 pub mod routes;

@@ -65,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/health", get(admin_health))
         .route("/metrics", get(metrics_endpoint))
         .route("/v1/receipts/{id}", get(receipt))
+        .route("/v1/feedback", post(crate::feedback::feedback))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .route("/healthz", get(healthz))
@@ -586,8 +587,8 @@ async fn dry_run(
     }
 }
 
-/// `GET /v1/receipts/{id}`: a routed request's receipt, to the key that made the request or an
-/// admin. Rows are written off the request path, so a receipt appears within milliseconds of the
+/// `GET /v1/receipts/{id}`: a routed request's receipt, to the key that made the request, an
+/// admin key of its workspace, or the master key. Rows are written off the request path, so a receipt appears within milliseconds of the
 /// response (404 until then).
 async fn receipt(
     State(st): State<Arc<AppState>>,
@@ -612,7 +613,7 @@ async fn receipt(
         return not_found();
     }
     match st.store.get_request(&id).await {
-        Ok(Some(row)) if principal.admin || row.key_id == principal.key_id => {
+        Ok(Some(row)) if principal.may_access_request(&row.key_id, row.workspace.as_deref()) => {
             match receipt_from_row(&row, st.gateway.catalog()) {
                 Some(r) => {
                     let mut v = serde_json::to_value(&r).unwrap_or_default();

@@ -262,6 +262,7 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
     );
     crate::metrics::install();
     let mut gateway = Gateway::new(&cfg, Catalog::builtin(), &key, ledger.clone())?;
+    gateway.set_outcome_store(store.clone());
     let keyring = match &cfg.secret_key {
         Some(k) => Some(std::sync::Arc::new(
             kairos_vault::Keyring::parse_with_origin(k.expose_secret(), "KAIROS_SECRET_KEY")

@@ -236,7 +236,7 @@ fn batch_outcomes(rows: &[LedgerRow]) -> Vec<OutcomeRow> {
 /// The SQL of one backend. Written once as a macro because sqlx has no backend-generic
 /// `rows_affected`, and the trait bounds for a generic version are longer than the code.
 macro_rules! backend_sql {
-    ($db:ty, $greatest:literal, $max_params:expr) => {
+    ($db:ty, $greatest:literal, $max_params:expr, $begin_write:literal) => {
         use sqlx::{Pool, QueryBuilder, Row};
 
         use crate::row::{LedgerRow, ListQuery, OutcomeRow};
@@ -347,7 +347,9 @@ macro_rules! backend_sql {
             pool: &Pool<$db>,
             o: &OutcomeRow,
         ) -> Result<bool, sqlx::Error> {
-            let mut tx = pool.begin().await?;
+            // Read then write: on SQLite the transaction must take the write lock at once, or a
+            // commit by another connection between the two fails it (SQLITE_BUSY_SNAPSHOT).
+            let mut tx = pool.begin_with($begin_write).await?;
             let mut qb =
                 QueryBuilder::<$db>::new("SELECT created_ms FROM outcomes WHERE request_id = ");
             qb.push_bind(super::clean(&o.request_id))
@@ -507,11 +509,21 @@ macro_rules! backend_sql {
 }
 
 mod sqlite_sql {
-    backend_sql!(sqlx::Sqlite, "MAX", super::SQLITE_MAX_PARAMS);
+    backend_sql!(
+        sqlx::Sqlite,
+        "MAX",
+        super::SQLITE_MAX_PARAMS,
+        "BEGIN IMMEDIATE"
+    );
 }
 
 mod postgres_sql {
-    backend_sql!(sqlx::Postgres, "GREATEST", super::POSTGRES_MAX_PARAMS);
+    backend_sql!(
+        sqlx::Postgres,
+        "GREATEST",
+        super::POSTGRES_MAX_PARAMS,
+        "BEGIN"
+    );
 }
 
 /// The request ledger on SQLite or PostgreSQL. Cheap to clone (the pool is shared).

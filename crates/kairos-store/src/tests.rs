@@ -1257,3 +1257,39 @@ async fn spooled_rows_keep_their_signals() {
         }
     }
 }
+
+/// A read-then-write upsert must not fail when another connection commits in between (SQLite:
+/// the transaction takes the write lock at once).
+#[tokio::test]
+async fn outcome_upserts_succeed_while_the_writer_commits() {
+    for db in backends().await {
+        let store = db.store.clone();
+        let batches = tokio::spawn(async move {
+            for i in 0..40 {
+                store
+                    .insert_batch(&[with_signal(full_row(i), 0.5)])
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut upserts = Vec::new();
+        for i in 0..40 {
+            let store = db.store.clone();
+            upserts.push(tokio::spawn(async move {
+                store
+                    .upsert_outcome(&outcome(&format!("u{}", i % 10), "score", "m", 0.5, i))
+                    .await
+            }));
+        }
+        for u in upserts {
+            within(u).await.unwrap().unwrap();
+        }
+        within(batches).await.unwrap();
+        assert_eq!(
+            db.store.outcomes_since(0, 1000).await.unwrap().len(),
+            50,
+            "{}",
+            db.name()
+        );
+    }
+}
