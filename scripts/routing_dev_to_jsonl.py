@@ -18,6 +18,9 @@ What it writes:
                     RouteLLM also sent a 5-shot prefix which the CSV does not keep, so real input
                     was longer; both models pay for the same tokens, so the cost *ratio* and the
                     percentages saved barely move)
+      max_tokens    1: the requests' own output cap (RouteLLM asked for one token), which the
+                    router budgets instead of the task's typical answer length, as the gateway
+                    does with a request's max_tokens
       outcomes      per model {"quality": 1.0 if correct else 0.0, "output_tokens": 1}
                     (RouteLLM generated the answers with max_new_tokens=1: a single letter)
 
@@ -106,6 +109,7 @@ def main() -> int:
                 "id": f"{subject}-{index:04d}",
                 "prompt": prompt,
                 "input_tokens": max(1, math.ceil(len(prompt) / 4)),
+                "max_tokens": OUTPUT_TOKENS,
                 "outcomes": outcomes,
             }
             out.write(json.dumps(record, ensure_ascii=False) + "\n")

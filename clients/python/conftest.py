@@ -270,6 +270,8 @@ def servers() -> Iterator[Servers]:
         env["KAIROS_MASTER_KEY"] = MASTER
         env["KAIROS_LISTEN"] = f"127.0.0.1:{port}"
         env["KAIROS_DATA_DIR"] = str(data_dir)
+        # Routed choices must be deterministic: no exploration in these tests.
+        env["KAIROS_EXPLORE"] = "0"
         return env
 
     try:

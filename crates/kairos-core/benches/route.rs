@@ -3,7 +3,7 @@
 //! `cargo bench -p kairos-core --bench route`. The gateway is configured with OpenAI, Anthropic
 //! and Gemini providers (no network is touched: routing is pure), so ~40 catalog models compete.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::hint::black_box;
 
@@ -84,6 +84,80 @@ fn bench(c: &mut Criterion) {
                     black_box(serde_json::to_vec(&receipt).unwrap().len())
                 })
             },
+        );
+    }
+    g.finish();
+    learned(c, &gw);
+}
+
+/// Routing on learned state: the workspace holds the learner's maximum of embedded outcomes
+/// (`[routing.learning] max_points`, 16,384) spread over every candidate, so the neighbour
+/// search scans its whole ring; 5% of decisions explore (a second funnel run). Prints p50/p99
+/// over 20,000 single decisions as well (the target is p99 ≤ 100 µs for a 2 KB prompt).
+fn learned(c: &mut Criterion, gw: &Gateway) {
+    use kairos_router::TaskType;
+    use kairos_router::learn::{ObsKey, Observation};
+    let learner = gw.learner();
+    let models: Vec<String> = gw
+        .route_auto(&request(200), &RouteOptions::default(), "probe")
+        .map(|(_, r)| r.candidates.iter().map(|c| c.model.clone()).collect())
+        .unwrap();
+    let dim = kairos_router::embed::Embedder::builtin().dim();
+    let max = learner.config().max_points;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+    };
+    for i in 0..max {
+        let mut e: Vec<f32> = (0..dim).map(|_| next()).collect();
+        let n = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+        e.iter_mut().for_each(|x| *x /= n);
+        learner.observe(&Observation {
+            key: ObsKey {
+                request_id: format!("r{i}"),
+                metric: "score".into(),
+                model: models[i % models.len()].clone(),
+            },
+            workspace: "bench".into(),
+            task: Some(TaskType::ALL[i % 12]),
+            embedding: Some(e),
+            score: f64::from(next() + 0.5),
+            weight: 1.0,
+        });
+    }
+    let opts = RouteOptions {
+        workspace: "bench".into(),
+        ..RouteOptions::default()
+    };
+    let mut g = c.benchmark_group("route_auto_learned");
+    for size in [200usize, 2_048] {
+        let req = request(size);
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::new("decide", size), &req, |b, req| {
+            b.iter(|| {
+                let r = gw.route_auto(black_box(req), &opts, "bench");
+                black_box(r.is_ok())
+            })
+        });
+        let mut lat: Vec<u64> = (0..20_000)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let r = gw.route_auto(black_box(&req), &opts, "bench");
+                black_box(r.is_ok());
+                t.elapsed().as_nanos() as u64
+            })
+            .collect();
+        lat.sort_unstable();
+        let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e3;
+        println!(
+            "route_auto_learned/{size}: {} outcomes in the workspace, p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
+            max,
+            q(0.50),
+            q(0.99),
+            q(0.999)
         );
     }
     g.finish();

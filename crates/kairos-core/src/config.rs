@@ -92,6 +92,32 @@ pub struct RoutingSection {
     /// Quality estimates overriding the built-in priors.
     #[serde(default)]
     pub quality: Vec<QualityOverrideSection>,
+    /// What a successful answer is worth, in USD: `auto` then picks the candidate with the highest
+    /// expected value (`value · quality − cost`) among those that clear the bar, instead of the
+    /// cheapest. Per request: `x-kairos-answer-value-usd` / `kairos.value_usd`.
+    pub answer_value_usd: Option<f64>,
+    /// `[routing.learning]`: the signal loop (learned quality per workspace and prompt).
+    #[serde(default)]
+    pub learning: LearningSection,
+}
+
+/// `[routing.learning]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearningSection {
+    /// Learn from outcomes (default true). Off: routing uses the priors only.
+    pub enabled: Option<bool>,
+    /// Share of `auto` requests that explore uncertain candidates (Thompson sampling); never
+    /// for `strict` requests. Default 0.05.
+    pub explore: Option<f64>,
+    /// Neighbouring past prompts per model in the prompt-level estimate (default 20).
+    pub neighbours: Option<usize>,
+    /// Upper bound on a prior's worth, in outcomes (default 10).
+    pub prior_strength_cap: Option<f64>,
+    /// Embedded outcomes kept per workspace for the neighbour search (default 16384).
+    pub max_points: Option<usize>,
+    /// How often each replica reads new outcomes from the database, in ms (default 2000).
+    pub refresh_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -995,6 +1021,43 @@ impl FileConfig {
         }
         routing.reference_model = self.routing.reference_model.clone();
         routing.candidates = self.routing.candidates.clone();
+        if let Some(v) = self.routing.answer_value_usd {
+            if v.is_finite() && v > 0.0 && v <= 1e6 {
+                routing.answer_value_usd = Some(v);
+            } else {
+                issues.push(
+                    "routing.answer_value_usd",
+                    "must be a positive amount of USD (at most 1000000)",
+                );
+            }
+        }
+        {
+            let l = &self.routing.learning;
+            let d = kairos_router::learn::LearnConfig::default();
+            let cfg = kairos_router::learn::LearnConfig {
+                k: l.neighbours.unwrap_or(d.k),
+                prior_cap: l.prior_strength_cap.unwrap_or(d.prior_cap),
+                max_points: l.max_points.unwrap_or(d.max_points),
+                explore: match ov.explore.as_deref() {
+                    Some(v) => v.parse::<f64>().unwrap_or(f64::NAN),
+                    None => l.explore.unwrap_or(d.explore),
+                },
+                ..d
+            };
+            match cfg.validate() {
+                Ok(()) => routing.learning = cfg,
+                Err(e) => issues.push("routing.learning", format!("{e} (KAIROS_EXPLORE likewise)")),
+            }
+            routing.learning_enabled = l.enabled.unwrap_or(true);
+            match l.refresh_ms {
+                Some(ms) if !(100..=600_000).contains(&ms) => issues.push(
+                    "routing.learning.refresh_ms",
+                    "must be between 100 and 600000",
+                ),
+                Some(ms) => routing.learning_refresh = std::time::Duration::from_millis(ms),
+                None => {}
+            }
+        }
         for (i, q) in self.routing.quality.iter().enumerate() {
             let path = format!("routing.quality[{i}]");
             let Some(task) = kairos_router::TaskType::parse(&q.task) else {

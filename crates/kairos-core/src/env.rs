@@ -71,6 +71,8 @@ pub struct Overrides {
     pub secret_key: Option<String>,
     pub log: Option<String>,
     pub log_format: Option<String>,
+    /// `[routing.learning] explore`.
+    pub explore: Option<String>,
 }
 
 impl Overrides {
@@ -87,6 +89,7 @@ impl Overrides {
             secret_key: get("KAIROS_SECRET_KEY"),
             log: get("KAIROS_LOG"),
             log_format: get("KAIROS_LOG_FORMAT"),
+            explore: get("KAIROS_EXPLORE"),
         }
     }
 }

@@ -353,6 +353,21 @@ impl Gateway {
         self.signals.sink()
     }
 
+    /// The learner `auto` routes on (per-workspace learned quality).
+    pub fn learner(&self) -> &Arc<kairos_router::learn::Learner> {
+        &self.router.learner
+    }
+
+    /// Whether `[routing.learning] enabled` (the learner is fed and consulted).
+    pub fn learning_enabled(&self) -> bool {
+        self.router.config.learning_enabled
+    }
+
+    /// How often replicas re-read outcomes.
+    pub fn learning_refresh(&self) -> std::time::Duration {
+        self.router.config.learning_refresh
+    }
+
     /// Retry and escalation outcomes are written to `store` (off the request path).
     pub fn set_outcome_store(&self, store: kairos_store::Store) {
         self.signals.set_store(store);

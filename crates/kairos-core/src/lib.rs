@@ -8,6 +8,7 @@ pub mod env;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod learning;
 pub mod messages;
 pub mod metrics;
 pub mod pipeline;

@@ -453,6 +453,7 @@ impl Gateway {
         }
         let mut opts = opts.with_body(req.kairos.as_ref())?;
         if let Some(a) = rec.access() {
+            opts.workspace.clone_from(&a.workspace_id);
             // The key's allowlists narrow the candidates; the caller can narrow further.
             if let Some(allowed) = &a.allowed_models {
                 opts.models = Some(match opts.models.take() {

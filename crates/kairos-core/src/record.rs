@@ -358,6 +358,7 @@ impl Recorder {
         self.task = Some(r.classification.task.as_str());
         self.row.task = Some(r.classification.task.as_str().to_owned());
         self.row.receipt = serde_json::to_string(r).ok();
+        self.row.embedding.clone_from(&r.embedding);
     }
 
     pub fn key_id(&self) -> &str {

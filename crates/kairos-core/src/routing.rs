@@ -9,10 +9,15 @@ use kairos_api::openai::{
 };
 use kairos_router::TaskType;
 use kairos_router::classifier::{Classifier, ClassifierInput};
-use kairos_router::funnel::{BarSource, Candidate, Prices, RouteInput, route};
+use kairos_router::embed::{Embedder, quantize};
+use kairos_router::funnel::{
+    BarSource, Candidate, Decision, Prices, RouteInput, route, tasks_to_check,
+};
+use kairos_router::learn::{Learner, Query};
 use kairos_router::quality::{QualityEstimate, QualityTable, Tier, expected_output_tokens};
 use kairos_router::receipt::{
-    BarInfo, ClassificationInfo, Receipt, ReceiptContext, Sources, TaskProb, TokenEstimate,
+    BarInfo, ClassificationInfo, LearningInfo, Receipt, ReceiptContext, Sources, TaskProb,
+    TokenEstimate,
 };
 use serde::Deserialize;
 
@@ -36,6 +41,14 @@ pub struct RoutingConfig {
     pub candidates: Option<Vec<String>>,
     /// Quality estimates overriding the built-in priors.
     pub quality_overrides: Vec<(String, TaskType, QualityEstimate)>,
+    /// Value of a successful answer in USD (the value rule); None: cheapest that clears the bar.
+    pub answer_value_usd: Option<f64>,
+    /// The learner's tunables.
+    pub learning: kairos_router::learn::LearnConfig,
+    /// Learn from outcomes at all.
+    pub learning_enabled: bool,
+    /// How often outcomes are re-read from the database.
+    pub learning_refresh: std::time::Duration,
 }
 
 impl Default for RoutingConfig {
@@ -46,6 +59,10 @@ impl Default for RoutingConfig {
             reference_model: None,
             candidates: None,
             quality_overrides: Vec::new(),
+            answer_value_usd: None,
+            learning: kairos_router::learn::LearnConfig::default(),
+            learning_enabled: true,
+            learning_refresh: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -76,6 +93,13 @@ pub struct RouteOptions {
     pub strategy: Option<String>,
     /// Per-request total timeout (`x-kairos-timeout-ms`; can only lower the configured one).
     pub timeout: Option<std::time::Duration>,
+    /// Value of a successful answer in USD (`x-kairos-answer-value-usd`, `kairos.value_usd`).
+    pub value_usd: Option<f64>,
+    /// The caller's workspace, whose learned state routes the request (set by the pipeline from
+    /// the virtual key; "" for requests without one).
+    pub workspace: String,
+    /// Never explore (dry runs).
+    pub no_explore: bool,
 }
 
 /// The body's `kairos` object.
@@ -88,6 +112,7 @@ struct BodyOptions {
     providers: Option<Vec<String>>,
     strict: Option<bool>,
     route: Option<bool>,
+    value_usd: Option<f64>,
 }
 
 impl RouteOptions {
@@ -142,7 +167,23 @@ impl RouteOptions {
         if let Some(r) = b.route {
             self.disabled = !r;
         }
+        if let Some(v) = b.value_usd {
+            check_value(v, "kairos.value_usd")?;
+            self.value_usd = Some(v);
+        }
         Ok(self)
+    }
+}
+
+/// The value of an answer must be a positive, finite amount of USD (at most 1,000,000).
+pub fn check_value(v: f64, param: &str) -> Result<(), GatewayError> {
+    if v.is_finite() && v > 0.0 && v <= 1e6 {
+        Ok(())
+    } else {
+        Err(GatewayError::invalid(
+            format!("`{param}` must be a positive amount of USD (at most 1000000)"),
+            Some(param),
+        ))
     }
 }
 
@@ -206,6 +247,8 @@ pub struct Router {
     base: Vec<Candidate>,
     /// Where each of `base` is served, same order.
     targets: Vec<Resolved>,
+    /// Learned quality per workspace (the signal loop), fed from the outcomes table.
+    pub learner: std::sync::Arc<Learner>,
 }
 
 impl Router {
@@ -244,12 +287,92 @@ impl Router {
             });
             targets.push(r.clone());
         }
+        let learner = std::sync::Arc::new(Learner::new(config.learning));
         Router {
             config,
             quality,
             base,
             targets,
+            learner,
         }
+    }
+}
+
+impl Router {
+    /// Run the funnel on the learned estimates for this prompt (or on the priors when learning
+    /// is off). Returns the decision, the receipt's learning section and the prompt's quantised
+    /// embedding for the ledger row.
+    fn decide(
+        &self,
+        input: &RouteInput,
+        candidates: &[Candidate],
+        text: &str,
+        opts: &RouteOptions,
+    ) -> (Decision, Option<LearningInfo>, Option<String>) {
+        if !self.config.learning_enabled {
+            return (route(input, candidates), None, None);
+        }
+        let embedder = Embedder::builtin();
+        let mut emb = vec![0f32; embedder.dim()];
+        embedder.embed(text, &mut emb);
+        let has_embedding = emb.iter().any(|x| *x != 0.0);
+        let tasks = tasks_to_check(input);
+        let queries: Vec<Query<'_>> = candidates
+            .iter()
+            .map(|c| Query {
+                model: &c.model,
+                prior: &c.quality,
+            })
+            .collect();
+        let ws = opts.workspace.as_str();
+        let est = self
+            .learner
+            .estimate(ws, &tasks, has_embedding.then_some(&emb[..]), &queries);
+        // The learned estimates replace the priors for the tasks checked. A model with neither a
+        // prior nor any outcome in this workspace stays without evidence (as without learning).
+        let mut learned: Vec<Candidate> = candidates.to_vec();
+        for (c, e) in learned.iter_mut().zip(&est) {
+            for (t, ev) in tasks.iter().zip(e) {
+                if c.quality[t.index()].is_some() || ev.outcomes > 0 || ev.neighbours > 0 {
+                    c.quality[t.index()] = Some((ev.mean, ev.std()));
+                }
+            }
+        }
+        let explore_share = self.learner.config().explore;
+        let explore = !input.strict
+            && !opts.no_explore
+            && explore_share > 0.0
+            && rand::random::<f64>() < explore_share;
+        let mut greedy_choice = None;
+        let mut decision = if explore {
+            let mut rng = rand::rng();
+            let mut sampled = learned.clone();
+            for (c, e) in sampled.iter_mut().zip(&est) {
+                for (t, ev) in tasks.iter().zip(e) {
+                    if let Some(q) = c.quality[t.index()].as_mut() {
+                        q.0 = ev.sample(&mut rng);
+                    }
+                }
+            }
+            let greedy = route(input, &learned);
+            greedy_choice = greedy.chosen().map(|c| c.model.clone());
+            route(input, &sampled)
+        } else {
+            route(input, &learned)
+        };
+        for (o, e) in decision.candidates.iter_mut().zip(est) {
+            o.evidence = e.into_iter().next();
+        }
+        let info = LearningInfo {
+            workspace: ws.to_owned(),
+            workspace_outcomes: self.learner.outcomes(ws) as u64,
+            exploration: explore,
+            greedy_choice: greedy_choice
+                .filter(|g| decision.chosen().is_none_or(|c| &c.model != g)),
+            value_usd: input.value_usd,
+            embedder: embedder.version().to_owned(),
+        };
+        (decision, Some(info), has_embedding.then(|| quantize(&emb)))
     }
 }
 
@@ -349,8 +472,14 @@ impl Gateway {
             bar_source,
             max_cost_micros,
             strict: opts.strict,
+            value_usd: opts.value_usd.or(router.config.answer_value_usd),
         };
-        let decision = route(&input, candidates);
+        let text = if last_user.is_empty() {
+            system.as_str()
+        } else {
+            last_user.as_str()
+        };
+        let (decision, learning, embedding) = router.decide(&input, candidates, text, opts);
         let ctx = ReceiptContext {
             request_id,
             requested_model: &req.model,
@@ -413,7 +542,9 @@ impl Gateway {
         }
         let chosen = decision.chosen;
         let runners_up = runners_up(&decision, 2);
-        let receipt = Receipt::new(ctx, decision);
+        let mut receipt = Receipt::new(ctx, decision);
+        receipt.learning = learning;
+        receipt.embedding = embedding;
         match chosen {
             Some(i) => {
                 // The chosen model first, then the runners-up as its fallbacks.
@@ -464,7 +595,10 @@ fn runners_up(d: &kairos_router::funnel::Decision, n: usize) -> Vec<usize> {
         .filter(|(i, c)| {
             *i != chosen
                 && if d.bar_met {
-                    matches!(c.reason, Some(DropReason::Costlier { .. }))
+                    matches!(
+                        c.reason,
+                        Some(DropReason::Costlier { .. } | DropReason::LowerValue { .. })
+                    )
                 } else {
                     matches!(
                         c.reason,
@@ -507,7 +641,8 @@ impl Gateway {
         opts: RouteOptions,
     ) -> Result<Receipt, GatewayError> {
         crate::pipeline::validate_chat(req)?;
-        let opts = opts.with_body(req.kairos.as_ref())?;
+        let mut opts = opts.with_body(req.kairos.as_ref())?;
+        opts.no_explore = true;
         let id = crate::pipeline::new_request_id();
         match self.route_auto(req, &opts, &id) {
             Ok((_, receipt)) | Err((_, Some(receipt))) => Ok(receipt),

@@ -950,8 +950,16 @@ mod tests {
             ..Observed::default()
         };
         empty_json.set_finish("stop");
+        /// (what, request, answer, ending, expected (score, reasons)).
+        type Case<'a> = (
+            &'a str,
+            &'a Expect,
+            Observed,
+            Ending,
+            Option<(f64, &'a str)>,
+        );
         #[rustfmt::skip]
-        let cases: Vec<(&str, &Expect, Observed, Ending, Option<(f64, &str)>)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("plain answer", &plain, answer("Paris is the capital of France.", "stop"), Ending::Ok, Some((SCORE_OK, "ok"))),
             ("no finish reason", &plain, answer("Hello", ""), Ending::Ok, Some((SCORE_OK, "ok"))),
             ("cut off", &plain, answer("Once upon a", "length"), Ending::Ok, Some((SCORE_LENGTH, "length"))),

@@ -22,7 +22,8 @@
 use serde::Serialize;
 
 use crate::TaskType;
-use crate::funnel::{BarSource, Candidate, Prices, RouteInput, route};
+use crate::funnel::{BarSource, Candidate, Prices, RouteInput, route, tasks_to_check};
+use crate::learn::{LearnConfig, Learner, ObsKey, Observation, Query};
 
 /// Expected quality `(mean, std)` per task type (indexed by [`TaskType::index`]), as the funnel
 /// takes it.
@@ -63,6 +64,8 @@ pub struct Prompt {
     pub est_output_tokens: u64,
     /// One per model, in the order of the models.
     pub outcomes: Vec<Outcome>,
+    /// The prompt's embedding ([`crate::embed::Embedder`]); empty when not computed.
+    pub embedding: Vec<f32>,
 }
 
 impl Prompt {
@@ -170,6 +173,7 @@ pub fn route_input(p: &Prompt, bar: f64) -> RouteInput {
         bar_source: BarSource::Default,
         max_cost_micros: None,
         strict: false,
+        value_usd: None,
     }
 }
 
@@ -742,6 +746,198 @@ pub fn task_breakdown(train: &[Prompt], test: &[Prompt], quality: &[QualityRow])
         .collect()
 }
 
+/// The value-rule sweep of `kairos eval routing --warm`: for each value of a good answer
+/// (USD), where the test prompts went with learned estimates (warm) or with task-level estimates
+/// fitted on the whole training split (cold).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValueRun {
+    pub value_usd: f64,
+    /// Chosen model per test prompt.
+    pub choices: Vec<usize>,
+    /// Training prompts that explored (warm only).
+    pub explored: usize,
+    /// Outcomes observed per model during the training replay (warm only).
+    pub observed: Vec<usize>,
+}
+
+/// Values of a good answer swept by the warm mode: `per_decade` geometric steps from `lo` to
+/// `hi` USD (both included).
+pub fn value_grid(lo: f64, hi: f64, per_decade: usize) -> Vec<f64> {
+    let decades = (hi / lo).log10();
+    let n = (decades * per_decade as f64).round() as usize;
+    (0..=n)
+        .map(|i| lo * 10f64.powf(decades * i as f64 / n.max(1) as f64))
+        .collect()
+}
+
+/// The funnel's input for `p` under the value rule (bar 0: the value decides).
+fn value_input(p: &Prompt, value: f64) -> RouteInput {
+    let mut i = route_input(p, 0.0);
+    i.value_usd = Some(value);
+    i
+}
+
+/// Candidates whose quality, for every task the funnel will check for `p` (its task, or every
+/// plausible one when the classifier is unsure), is the learner's estimate (or a Thompson draw
+/// from it), as the gateway does.
+fn learned_candidates(
+    learner: &Learner,
+    p: &Prompt,
+    base: &[Candidate],
+    sample: Option<&mut rand::rngs::StdRng>,
+) -> Vec<Candidate> {
+    let queries: Vec<Query<'_>> = base
+        .iter()
+        .map(|c| Query {
+            model: &c.model,
+            prior: &c.quality,
+        })
+        .collect();
+    let tasks = tasks_to_check(&route_input(p, 0.0));
+    let emb = (!p.embedding.is_empty()).then_some(&p.embedding[..]);
+    let est = learner.estimate("", &tasks, emb, &queries);
+    let mut out = base.to_vec();
+    let mut rng = sample;
+    for (c, e) in out.iter_mut().zip(&est) {
+        for (t, ev) in tasks.iter().zip(e) {
+            let q = match rng.as_deref_mut() {
+                Some(r) => ev.sample(r),
+                None => ev.mean,
+            };
+            c.quality[t.index()] = Some((q, ev.std()));
+        }
+    }
+    out
+}
+
+/// Warm routing at one value of a good answer: replay `train` as production traffic (the
+/// learner sees only the chosen model's outcome, as from feedback; a share `cfg.explore` of
+/// decisions explores by Thompson sampling), then route `test` greedily on the learned state
+/// (no exploration, no learning from the test prompts).
+///
+/// `priors` are the candidates' quality rows before any outcome (a neutral 0.5 row for models
+/// without priors). Deterministic for a given `seed`.
+pub fn warm_run(
+    train: &[Prompt],
+    test: &[Prompt],
+    base: &[Candidate],
+    cfg: LearnConfig,
+    value: f64,
+    seed: u64,
+) -> ValueRun {
+    use rand::{RngExt, SeedableRng};
+    let learner = Learner::new(cfg);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut explored = 0;
+    let mut observed = vec![0; base.len()];
+    for p in train {
+        let explore = cfg.explore > 0.0 && rng.random::<f64>() < cfg.explore;
+        let cands = if explore {
+            explored += 1;
+            learned_candidates(&learner, p, base, Some(&mut rng))
+        } else {
+            learned_candidates(&learner, p, base, None)
+        };
+        let Some(m) = route(&value_input(p, value), &cands).chosen else {
+            continue;
+        };
+        observed[m] += 1;
+        learner.observe(&Observation {
+            key: ObsKey {
+                request_id: p.id.clone(),
+                metric: "score".into(),
+                model: base[m].model.clone(),
+            },
+            workspace: String::new(),
+            task: Some(p.task),
+            embedding: (!p.embedding.is_empty()).then(|| p.embedding.clone()),
+            score: p.outcomes[m].quality,
+            weight: 1.0,
+        });
+    }
+    let choices = test
+        .iter()
+        .map(|p| {
+            let cands = learned_candidates(&learner, p, base, None);
+            route(&value_input(p, value), &cands).chosen.unwrap_or(0)
+        })
+        .collect();
+    ValueRun {
+        value_usd: value,
+        choices,
+        explored,
+        observed,
+    }
+}
+
+/// Cold routing at one value of a good answer: the fixed per-(model, task) estimates in
+/// `cands` (no per-prompt signal, no learning).
+pub fn cold_value_run(test: &[Prompt], cands: &[Candidate], value: f64) -> ValueRun {
+    ValueRun {
+        value_usd: value,
+        choices: test
+            .iter()
+            .map(|p| route(&value_input(p, value), cands).chosen.unwrap_or(0))
+            .collect(),
+        explored: 0,
+        observed: Vec::new(),
+    }
+}
+
+/// One point of a value sweep, scored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValueRow {
+    pub value_usd: f64,
+    #[serde(flatten)]
+    pub line: Line,
+    pub explored: usize,
+    pub observed: Vec<usize>,
+}
+
+/// A scored value sweep and its headline (the largest saving with ≥ 95% / ≥ 99% of the
+/// reference's quality retained, over the swept values).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValueSweep {
+    pub rows: Vec<ValueRow>,
+    pub at_95: Option<ValueRow>,
+    pub at_99: Option<ValueRow>,
+}
+
+pub fn value_sweep(
+    prompts: &[Prompt],
+    models: &[Model],
+    reference: usize,
+    runs: &[ValueRun],
+) -> ValueSweep {
+    let refp = score(prompts, models, &vec![reference; prompts.len()]);
+    let n = prompts.len();
+    let rows: Vec<ValueRow> = runs
+        .iter()
+        .map(|r| ValueRow {
+            value_usd: r.value_usd,
+            line: line(&score(prompts, models, &r.choices), &refp, n),
+            explored: r.explored,
+            observed: r.observed.clone(),
+        })
+        .collect();
+    let best = |min: f64| {
+        rows.iter()
+            .filter(|r| r.line.retained_pct.is_some_and(|x| x >= min))
+            .max_by(|a, b| {
+                a.line
+                    .saved_pct
+                    .unwrap_or(f64::MIN)
+                    .total_cmp(&b.line.saved_pct.unwrap_or(f64::MIN))
+            })
+            .cloned()
+    };
+    ValueSweep {
+        at_95: best(95.0),
+        at_99: best(99.0),
+        rows,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,6 +973,7 @@ mod tests {
                     output_tokens: 0,
                 })
                 .collect(),
+            embedding: Vec::new(),
         }
     }
 

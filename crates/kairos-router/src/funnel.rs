@@ -91,6 +91,12 @@ pub struct RouteInput {
     pub bar_source: BarSource,
     pub max_cost_micros: Option<u64>,
     pub strict: bool,
+    /// What a successful answer is worth to the caller, in USD. Set: among the candidates that
+    /// pass every check, the one with the highest expected value `value_usd · quality − cost`
+    /// wins (a pricier model wins when its expected quality gain is worth its extra cost). Unset:
+    /// the cheapest survivor wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_usd: Option<f64>,
 }
 
 /// Why a candidate was dropped.
@@ -121,6 +127,12 @@ pub enum DropReason {
         estimated_micros: u64,
         chosen_micros: u64,
     },
+    /// Passed every check but another candidate had a higher expected value
+    /// (`value_usd · quality − cost`, in USD) for this request.
+    LowerValue {
+        value_usd: f64,
+        chosen_value_usd: f64,
+    },
 }
 
 impl DropReason {
@@ -149,6 +161,7 @@ impl DropReason {
                 usd(*ceiling_micros)
             ),
             DropReason::Costlier { .. } => "costlier".into(),
+            DropReason::LowerValue { .. } => "lower expected value".into(),
         }
     }
 }
@@ -177,6 +190,10 @@ pub struct CandidateOutcome {
     pub expected_quality: Option<f64>,
     pub quality_std: Option<f64>,
     pub estimated_cost_micros: Option<u64>,
+    /// The learned estimate behind `expected_quality` (the signal loop), for the first task
+    /// checked; None when routing used the priors only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::learn::Evidence>,
 }
 
 /// The decision.
@@ -198,7 +215,7 @@ impl Decision {
 }
 
 /// The tasks whose quality a candidate must clear.
-fn tasks_to_check(input: &RouteInput) -> Vec<TaskType> {
+pub fn tasks_to_check(input: &RouteInput) -> Vec<TaskType> {
     if input.confidence >= LOW_CONFIDENCE {
         return vec![input.task];
     }
@@ -283,6 +300,7 @@ pub fn route(input: &RouteInput, candidates: &[Candidate]) -> Decision {
             expected_quality: q.map(|x| x.0),
             quality_std: q.map(|x| x.1),
             estimated_cost_micros: cost,
+            evidence: None,
         });
     }
 
@@ -296,12 +314,24 @@ pub fn route(input: &RouteInput, candidates: &[Candidate]) -> Decision {
             .then(quality_of(b).total_cmp(&quality_of(a)))
             .then(candidates[a].model.cmp(&candidates[b].model))
     };
+    // Expected value in USD of a candidate (value rule).
+    let value_of = |i: usize, v: f64| {
+        v * quality_of(i).max(0.0)
+            - outcomes[i].estimated_cost_micros.unwrap_or(u64::MAX) as f64 / 1e6
+    };
     let bar_met = !survivors.is_empty();
     let chosen = if bar_met {
-        survivors
-            .iter()
-            .copied()
-            .min_by(|&a, &b| better_value(a, b))
+        match input.value_usd {
+            Some(v) => survivors.iter().copied().min_by(|&a, &b| {
+                value_of(b, v)
+                    .total_cmp(&value_of(a, v))
+                    .then(better_value(a, b))
+            }),
+            None => survivors
+                .iter()
+                .copied()
+                .min_by(|&a, &b| better_value(a, b)),
+        }
     } else if input.strict {
         None
     } else {
@@ -313,6 +343,9 @@ pub fn route(input: &RouteInput, candidates: &[Candidate]) -> Decision {
         })
     };
     let costs: Vec<u64> = (0..outcomes.len()).map(cost_of).collect();
+    let values: Option<Vec<f64>> = input
+        .value_usd
+        .map(|v| (0..outcomes.len()).map(|i| value_of(i, v)).collect());
     if let Some(ci) = chosen {
         let chosen_cost = costs[ci];
         outcomes[ci].status = Status::Chosen;
@@ -320,9 +353,15 @@ pub fn route(input: &RouteInput, candidates: &[Candidate]) -> Decision {
         for &i in &survivors {
             if i != ci {
                 outcomes[i].status = Status::Dropped;
-                outcomes[i].reason = Some(DropReason::Costlier {
-                    estimated_micros: costs[i],
-                    chosen_micros: chosen_cost,
+                outcomes[i].reason = Some(match &values {
+                    Some(v) => DropReason::LowerValue {
+                        value_usd: v[i],
+                        chosen_value_usd: v[ci],
+                    },
+                    None => DropReason::Costlier {
+                        estimated_micros: costs[i],
+                        chosen_micros: chosen_cost,
+                    },
                 });
             }
         }
@@ -377,7 +416,45 @@ mod tests {
             bar_source: BarSource::Default,
             max_cost_micros: None,
             strict: false,
+            value_usd: None,
         }
+    }
+
+    #[test]
+    fn the_value_rule_pays_for_quality_only_when_it_is_worth_it() {
+        // 1000 in / 200 out: big costs $0.006, tiny $0.00018; quality 0.9 vs 0.5.
+        let cands = [
+            cand("big", 3_000_000, 15_000_000, 0.9),
+            cand("tiny", 100_000, 400_000, 0.5),
+        ];
+        let at = |v: f64| {
+            let mut i = input(0.0);
+            i.value_usd = Some(v);
+            route(&i, &cands)
+        };
+        // +0.4 quality for +$0.00582: worth it above $0.01455 per good answer.
+        let d = at(0.01);
+        assert_eq!(d.chosen().unwrap().model, "tiny");
+        match &d.candidates[0].reason {
+            Some(DropReason::LowerValue {
+                value_usd,
+                chosen_value_usd,
+            }) => {
+                assert!(
+                    (value_usd - (0.01 * 0.9 - 0.006)).abs() < 1e-9,
+                    "{value_usd}"
+                );
+                assert!((chosen_value_usd - (0.01 * 0.5 - 0.00018)).abs() < 1e-9);
+            }
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(at(0.02).chosen().unwrap().model, "big");
+        // The bar still drops candidates before the value rule.
+        let mut i = input(0.6);
+        i.value_usd = Some(0.001);
+        assert_eq!(route(&i, &cands).chosen().unwrap().model, "big");
+        // Without a value: the cheapest survivor.
+        assert_eq!(route(&input(0.0), &cands).chosen().unwrap().model, "tiny");
     }
 
     #[test]

@@ -35,9 +35,35 @@ pub struct Receipt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<Reference>,
     pub sources: Sources,
+    /// The signal loop's part in the decision (None: priors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning: Option<LearningInfo>,
     /// Filled in from the ledger once the request finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actual: Option<Actual>,
+    /// The prompt's embedding (quantised) for the ledger row; not part of the receipt's JSON.
+    #[serde(skip)]
+    pub embedding: Option<String>,
+}
+
+/// How learned state shaped a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearningInfo {
+    /// The workspace whose outcomes were used ("" = requests made without a virtual key).
+    pub workspace: String,
+    /// Outcomes the workspace has recorded (all models and tasks).
+    pub workspace_outcomes: u64,
+    /// This request explored: candidates' qualities were drawn from their posteriors (Thompson
+    /// sampling) instead of taking the estimates.
+    pub exploration: bool,
+    /// When exploring: the model the estimates alone would have chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy_choice: Option<String>,
+    /// The value of a successful answer used by the value rule, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_usd: Option<f64>,
+    /// The embedding table that represented the prompt.
+    pub embedder: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,7 +189,9 @@ impl Receipt {
             estimated_cost_usd: chosen_cost.map(usd),
             reference,
             sources: ctx.sources,
+            learning: None,
             actual: None,
+            embedding: None,
         }
     }
 

@@ -67,6 +67,18 @@ pub struct RoutingArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also evaluate warm routing (the signal loop): replay the training split as traffic with
+    /// feedback on the chosen model only and exploration on, then route the test split on the
+    /// learned state; swept over the value of a good answer (the value rule).
+    #[arg(long)]
+    pub warm: bool,
+    /// Share of training decisions that explore (Thompson sampling) in the warm replay
+    /// [default: the gateway's default, `[routing.learning] explore`].
+    #[arg(long)]
+    pub explore: Option<f64>,
+    /// Range of the value of a good answer swept by --warm, in USD, as LO:HI (8 steps per decade).
+    #[arg(long, default_value = "0.0001:1")]
+    pub values: String,
 }
 
 /// Runs `kairos eval ...`; errors are printed to stderr.
@@ -119,6 +131,10 @@ struct RecordLine {
     task: Option<String>,
     #[serde(default)]
     input_tokens: Option<u64>,
+    /// The request's output cap (`max_tokens`), if it had one: the router budgets
+    /// `min(expected output for the task, max_tokens)`, as the gateway does.
+    #[serde(default)]
+    max_tokens: Option<u64>,
     outcomes: BTreeMap<String, OutcomeLine>,
 }
 
@@ -147,6 +163,7 @@ struct Record {
     text: Text,
     task: Option<TaskType>,
     input_tokens: Option<u64>,
+    max_tokens: Option<u64>,
     outcomes: BTreeMap<String, OutcomeLine>,
 }
 
@@ -275,6 +292,7 @@ pub fn parse_dataset(
             text,
             task,
             input_tokens: r.input_tokens,
+            max_tokens: r.max_tokens,
             outcomes: r.outcomes,
         });
     }
@@ -388,7 +406,13 @@ fn estimate_input_tokens(t: &Text) -> u64 {
 }
 
 /// Classifies (or takes the label of) every record and attaches the outcomes in model order.
-fn classify(ds: &Dataset, classifier: &Classifier, progress: &ProgressBar) -> Vec<Prompt> {
+fn classify(
+    ds: &Dataset,
+    classifier: &Classifier,
+    progress: &ProgressBar,
+    embed: bool,
+) -> Vec<Prompt> {
+    let embedder = kairos_router::embed::Embedder::builtin();
     ds.records
         .iter()
         .map(|r| {
@@ -411,7 +435,9 @@ fn classify(ds: &Dataset, classifier: &Classifier, progress: &ProgressBar) -> Ve
                     (c.task, c.confidence, c.probs)
                 }
             };
-            let est_output_tokens = u64::from(expected_output_tokens(task));
+            let est_output_tokens = u64::from(expected_output_tokens(task))
+                .min(r.max_tokens.unwrap_or(u64::MAX))
+                .max(1);
             let outcomes = ds
                 .models
                 .iter()
@@ -434,6 +460,14 @@ fn classify(ds: &Dataset, classifier: &Classifier, progress: &ProgressBar) -> Ve
                     .unwrap_or_else(|| estimate_input_tokens(&r.text)),
                 est_output_tokens,
                 outcomes,
+                // What the gateway embeds: the last user message (else the system prompt).
+                embedding: if !embed {
+                    Vec::new()
+                } else if r.text.last_user.is_empty() {
+                    embedder.embed_vec(&r.text.system)
+                } else {
+                    embedder.embed_vec(&r.text.last_user)
+                },
             }
         })
         .collect()
@@ -492,6 +526,178 @@ struct JsonReport<'a> {
     /// the order of `report.models`).
     tasks: &'a [TaskRow],
     report: &'a Report,
+    /// `--warm`: the value-rule sweeps with learning (warm) and without (task-level estimates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warm: Option<&'a WarmReport>,
+}
+
+/// `--warm` results.
+#[derive(Debug, Serialize)]
+pub struct WarmReport {
+    pub explore: f64,
+    pub learner: kairos_router::learn::LearnConfig,
+    pub embedder: String,
+    /// Learned per-prompt estimates from the replayed training traffic (feedback on the chosen
+    /// model only).
+    pub warm: eval::ValueSweep,
+    /// Task-level estimates fitted on every training outcome of every model (no per-prompt
+    /// signal), same value rule.
+    pub cold: eval::ValueSweep,
+    pub n_train: usize,
+    pub n_test: usize,
+}
+
+/// Parses `LO:HI` (USD).
+fn parse_values(s: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("--values {s}: expected LO:HI, two positive amounts of USD with LO < HI");
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let lo: f64 = a.trim().parse().map_err(|_| bad())?;
+    let hi: f64 = b.trim().parse().map_err(|_| bad())?;
+    if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && hi > lo) {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+/// Runs `f` over `items` on every core (the sweep's points are independent).
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| sc.spawn(|| c.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// The `--warm` sweeps on the split's prompts.
+fn warm_report(
+    args: &RoutingArgs,
+    ds: &Dataset,
+    train: &[Prompt],
+    test: &[Prompt],
+    fitted: &[QualityRow],
+) -> Result<WarmReport, String> {
+    let (lo, hi) = parse_values(&args.values)?;
+    let mut learn = kairos_router::learn::LearnConfig::default();
+    if let Some(e) = args.explore {
+        if !(0.0..=1.0).contains(&e) {
+            return Err("--explore must be in [0, 1]".into());
+        }
+        learn.explore = e;
+    }
+    let embedder = kairos_router::embed::Embedder::builtin();
+    // Production traffic is not sorted: replay the training prompts in a seeded random order.
+    let mut train = train.to_vec();
+    train.sort_by(|a, b| {
+        eval::split_unit(&a.id, args.seed ^ 0x5eed)
+            .total_cmp(&eval::split_unit(&b.id, args.seed ^ 0x5eed))
+    });
+    // Priors: the built-in ones where every model has them, else none (0.5, weak).
+    let priors = builtin_quality(&ds.models, &Catalog::builtin())
+        .unwrap_or_else(|| vec![[None; 12]; ds.models.len()]);
+    let base = eval::candidates(&ds.models, &priors);
+    let values = eval::value_grid(lo, hi, 8);
+    let pb = progress_bar(values.len(), "warm replay", args.quiet);
+    let warm_runs = par_map(&values, |&v| {
+        let r = eval::warm_run(&train, test, &base, learn, v, args.seed);
+        pb.inc(1);
+        r
+    });
+    pb.finish_and_clear();
+    let cold_cands = eval::candidates(&ds.models, fitted);
+    let cold_runs: Vec<_> = values
+        .iter()
+        .map(|&v| eval::cold_value_run(test, &cold_cands, v))
+        .collect();
+    Ok(WarmReport {
+        explore: learn.explore,
+        learner: learn,
+        embedder: embedder.version().to_owned(),
+        warm: eval::value_sweep(test, &ds.models, ds.reference, &warm_runs),
+        cold: eval::value_sweep(test, &ds.models, ds.reference, &cold_runs),
+        n_train: train.len(),
+        n_test: test.len(),
+    })
+}
+
+/// The `--warm` section of the text report.
+fn render_warm(w: &WarmReport, ds: &Dataset) -> String {
+    let (n_train, n_test) = (w.n_train, w.n_test);
+    let mut s = String::new();
+    let names: Vec<&str> = ds.models.iter().map(|m| short(&m.name)).collect();
+    let _ = writeln!(
+        s,
+        "\nWarm routing (the signal loop; value rule: the candidate with the highest value x quality - cost)"
+    );
+    let _ = writeln!(
+        s,
+        "  replay: {n_train} training prompts as traffic, feedback on the chosen model only, {:.0}% exploration (Thompson sampling);",
+        w.explore * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "  then {n_test} test prompts routed on the learned state (no exploration, no learning); embeddings: {}",
+        w.embedder
+    );
+    let _ = writeln!(
+        s,
+        "  learner: k={} neighbours, shrink {} outcomes to the task level, prior worth <= {} outcomes",
+        w.learner.k, w.learner.knn_shrink, w.learner.prior_cap
+    );
+    let _ = writeln!(
+        s,
+        "  {:>10}  {:>8} {:>8}  {:>8} {:>8}  {:>13}  {:>8}  observed ({})",
+        "value $",
+        "retained",
+        "saved",
+        "cold ret",
+        "cold sav",
+        "calls",
+        "explored",
+        names.join(" / ")
+    );
+    for (r, c) in w.warm.rows.iter().zip(&w.cold.rows) {
+        let calls: Vec<String> = r.line.calls_pct.iter().map(|x| format!("{x:.1}")).collect();
+        let obs: Vec<String> = r.observed.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            s,
+            "  {:>10.5}  {:>8} {:>8}  {:>8} {:>8}  {:>13}  {:>8}  {}",
+            r.value_usd,
+            opt_pct(r.line.retained_pct),
+            opt_pct(r.line.saved_pct),
+            opt_pct(c.line.retained_pct),
+            opt_pct(c.line.saved_pct),
+            calls.join(" / "),
+            r.explored,
+            obs.join(" / ")
+        );
+    }
+    let head = |label: &str, sw: &eval::ValueSweep| {
+        let f = |r: &Option<eval::ValueRow>| match r {
+            Some(r) => format!(
+                "{} saved (value ${:.5}, {} retained)",
+                opt_pct(r.line.saved_pct),
+                r.value_usd,
+                opt_pct(r.line.retained_pct)
+            ),
+            None => "no point reaches it".into(),
+        };
+        format!(
+            "  {label}: at >= 95% of reference quality {}; at >= 99% {}\n",
+            f(&sw.at_95),
+            f(&sw.at_99)
+        )
+    };
+    s.push_str("\nHeadline (value sweep, max cost saved vs always-reference)\n");
+    s.push_str(&head("with learning (warm)", &w.warm));
+    s.push_str(&head("without learning (task-level fit)", &w.cold));
+    s
 }
 
 fn progress_bar(len: usize, msg: &'static str, quiet: bool) -> ProgressBar {
@@ -535,7 +741,7 @@ fn routing(args: &RoutingArgs, out: &mut dyn std::io::Write) -> Result<(), Strin
     .map_err(|e| format!("{}: {e}", args.data.display()))?;
 
     let pb = progress_bar(ds.len(), "classifying", args.quiet);
-    let prompts = classify(&ds, Classifier::builtin(), &pb);
+    let prompts = classify(&ds, Classifier::builtin(), &pb, args.warm);
     pb.finish_and_clear();
 
     let priors = if args.fit {
@@ -590,7 +796,27 @@ fn routing(args: &RoutingArgs, out: &mut dyn std::io::Write) -> Result<(), Strin
 
     let report = eval::report(&test, &ds.models, ds.reference, &runs);
     let tasks = eval::task_breakdown(&train, &test, &quality);
-    let text = render(&args.data, &ds, &source, train.len(), &tasks, &report);
+    let warm = if args.warm {
+        let (tr, te) = if train.is_empty() {
+            // Priors covered the models: split now (learning needs a training half).
+            test.iter()
+                .cloned()
+                .partition(|p| eval::in_train(&p.id, args.seed, args.split))
+        } else {
+            (train.clone(), test.clone())
+        };
+        if tr.is_empty() || te.is_empty() {
+            return Err("--warm: the split left no training or no test prompts".into());
+        }
+        let fitted = eval::fit_quality(&tr, ds.models.len());
+        Some(warm_report(args, &ds, &tr, &te, &fitted)?)
+    } else {
+        None
+    };
+    let mut text = render(&args.data, &ds, &source, train.len(), &tasks, &report);
+    if let Some(w) = &warm {
+        text.push_str(&render_warm(w, &ds));
+    }
     out.write_all(text.as_bytes())
         .map_err(|e| format!("cannot write the report: {e}"))?;
 
@@ -611,6 +837,7 @@ fn routing(args: &RoutingArgs, out: &mut dyn std::io::Write) -> Result<(), Strin
             steps: args.steps,
             tasks: &tasks,
             report: &report,
+            warm: warm.as_ref(),
         };
         let json = serde_json::to_string_pretty(&doc).map_err(|e| format!("JSON: {e}"))?;
         std::fs::write(path, json + "\n")
@@ -1126,7 +1353,7 @@ mod tests {
         assert_eq!(estimate_input_tokens(b), (9u64 + 16).div_ceil(4) + 8);
         assert_eq!(ds.records[2].task, Some(TaskType::Chat));
 
-        let prompts = classify(&ds, Classifier::builtin(), &ProgressBar::hidden());
+        let prompts = classify(&ds, Classifier::builtin(), &ProgressBar::hidden(), false);
         assert_eq!(prompts[2].task, TaskType::Chat);
         assert_eq!(prompts[2].confidence, 1.0);
         // Missing output tokens: the task's expected length, as the router budgets.
@@ -1233,6 +1460,9 @@ mod tests {
             json: Some(json.clone()),
             plot: Some(plot.clone()),
             quiet: true,
+            warm: false,
+            explore: None,
+            values: "0.0001:1".into(),
         };
         let mut table = Vec::new();
         routing(&args, &mut table).unwrap();
@@ -1265,6 +1495,102 @@ mod tests {
             routing(&bad, &mut Vec::new())
                 .unwrap_err()
                 .contains("only SVG")
+        );
+    }
+
+    #[test]
+    fn warm_mode_learns_what_the_task_label_cannot_tell() {
+        // One task label for every prompt; the cheap model is right about cats and wrong about
+        // quantum physics. Task-level estimates see 50% for cheap everywhere; the learner, fed
+        // only the chosen model's outcome, must learn to keep cats on the cheap model.
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("w.jsonl");
+        let mut s = String::from(
+            r#"{"kind":"meta","name":"warm","models":{"cheap":{"input_usd_per_mtok":0.1,"output_usd_per_mtok":0.1},"strong":{"input_usd_per_mtok":10,"output_usd_per_mtok":30}},"reference":"strong"}"#,
+        );
+        s.push('\n');
+        let cats = [
+            "cats",
+            "kittens",
+            "a tabby cat",
+            "cat food",
+            "my cat's whiskers",
+        ];
+        let physics = [
+            "quantum chromodynamics",
+            "gluon fields",
+            "quark confinement",
+            "the Higgs mechanism",
+            "lattice QCD",
+        ];
+        for i in 0..400 {
+            let (prompt, q) = if i % 2 == 0 {
+                (
+                    format!(
+                        "Tell me something nice about {} (question {i}).",
+                        cats[i / 2 % 5]
+                    ),
+                    1,
+                )
+            } else {
+                (
+                    format!("Explain {} in detail (question {i}).", physics[i / 2 % 5]),
+                    0,
+                )
+            };
+            s.push_str(&format!(
+                r#"{{"id":"w{i}","task":"open_qa","prompt":{},"input_tokens":200,"max_tokens":50,"outcomes":{{"cheap":{{"quality":{q},"output_tokens":50}},"strong":{{"quality":1,"output_tokens":50}}}}}}"#,
+                serde_json::to_string(&prompt).unwrap()
+            ));
+            s.push('\n');
+        }
+        std::fs::write(&data, s).unwrap();
+        let json = dir.path().join("w.json");
+        let args = RoutingArgs {
+            data,
+            reference: None,
+            models: None,
+            fit: false,
+            split: 0.5,
+            seed: 3,
+            steps: 11,
+            json: Some(json.clone()),
+            plot: None,
+            quiet: true,
+            warm: true,
+            explore: Some(0.1),
+            values: "0.0001:1".into(),
+        };
+        let mut table = Vec::new();
+        routing(&args, &mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(table.contains("Warm routing"), "{table}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let warm = &v["warm"]["warm"]["at_99"];
+        let cold = &v["warm"]["cold"]["at_99"];
+        let saved = |x: &serde_json::Value| x["saved_pct"].as_f64().unwrap_or(0.0);
+        // Cold: 99% quality needs strong everywhere (cheap is a coin flip per the task label).
+        assert!(saved(cold) < 5.0, "{cold}");
+        // Warm: cats stay on the cheap model at full quality, about half the cost saved.
+        assert!(saved(warm) > 40.0, "warm {warm}\n{table}");
+        // The replay explored, and observed both models.
+        let rows = v["warm"]["warm"]["rows"].as_array().unwrap();
+        assert!(rows.iter().all(|r| r["explored"].as_u64().unwrap() > 0));
+        assert!(
+            rows.iter().any(|r| r["observed"][0].as_u64().unwrap() > 0
+                && r["observed"][1].as_u64().unwrap() > 0)
+        );
+        // Bad --values.
+        let bad = RoutingArgs {
+            values: "1:0.1".into(),
+            json: None,
+            ..args
+        };
+        assert!(
+            routing(&bad, &mut Vec::new())
+                .unwrap_err()
+                .contains("--values")
         );
     }
 }

@@ -283,7 +283,8 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Routing options from `x-kairos-quality` (0-1 or economy/balanced/premium),
-/// `x-kairos-max-cost-usd`, `x-kairos-strict` and `x-kairos-route: off`.
+/// `x-kairos-max-cost-usd`, `x-kairos-strict`, `x-kairos-route: off`, `x-kairos-config`,
+/// `x-kairos-timeout-ms` and `x-kairos-answer-value-usd`.
 pub(crate) fn route_options(h: &HeaderMap) -> Result<RouteOptions, GatewayError> {
     let text = |name: &str| -> Result<Option<&str>, GatewayError> {
         match h.get(name) {
@@ -336,6 +337,14 @@ pub(crate) fn route_options(h: &HeaderMap) -> Result<RouteOptions, GatewayError>
             )
         })?;
         o.timeout = Some(std::time::Duration::from_millis(ms));
+    }
+    if let Some(v) = text("x-kairos-answer-value-usd")? {
+        let param = "x-kairos-answer-value-usd";
+        let v: f64 = v.parse().map_err(|_| {
+            GatewayError::invalid(format!("`{param}` must be a number"), Some(param))
+        })?;
+        kairos_core::routing::check_value(v, param)?;
+        o.value_usd = Some(v);
     }
     Ok(o)
 }

@@ -263,6 +263,16 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
     crate::metrics::install();
     let mut gateway = Gateway::new(&cfg, Catalog::builtin(), &key, ledger.clone())?;
     gateway.set_outcome_store(store.clone());
+    if gateway.learning_enabled() {
+        // The signal loop: outcomes reach the learner at once in process, and from the durable
+        // table (every replica's, and across restarts) every `refresh_ms`.
+        kairos_core::learning::subscribe(gateway.outcome_sink(), gateway.learner().clone());
+        tokio::spawn(kairos_core::learning::run(
+            store.clone(),
+            gateway.learner().clone(),
+            gateway.learning_refresh(),
+        ));
+    }
     let keyring = match &cfg.secret_key {
         Some(k) => Some(std::sync::Arc::new(
             kairos_vault::Keyring::parse_with_origin(k.expose_secret(), "KAIROS_SECRET_KEY")

@@ -53,7 +53,7 @@ mod writer;
 pub use error::StoreError;
 pub use row::{LedgerRow, ListQuery, OutcomeRow, Signal};
 pub use spool::SPOOL_FILE_NAME;
-pub use store::Store;
+pub use store::{MAX_OUTCOMES_PER_PAGE, Store};
 pub use tenancy::{AuditEntry, CredentialRecord, KeyRecord, Scope, UsageSummary, WorkspaceRecord};
 pub use writer::{LedgerHandle, LedgerStats, LedgerWriter, LedgerWriterConfig};
 

@@ -1216,7 +1216,13 @@ async fn signals_on_rows_become_outcomes_in_the_same_batch() {
                 .is_some()
         );
         // Replaying the row changes nothing; the row read back carries no signals.
-        assert_eq!(db.store.insert_batch(&[row.clone()]).await.unwrap(), 0);
+        assert_eq!(
+            db.store
+                .insert_batch(std::slice::from_ref(&row))
+                .await
+                .unwrap(),
+            0
+        );
         assert_eq!(db.store.outcomes_since(0, 100).await.unwrap().len(), 2);
         let read = db.store.get_request(&row.id).await.unwrap().unwrap();
         assert!(read.signals.is_empty());

@@ -31,6 +31,9 @@ pub fn env() -> MapEnv {
         ("OPENAI_API_KEY", OPENAI_KEY),
         ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
         ("GEMINI_API_KEY", GEMINI_KEY),
+        // No exploration unless a test asks (`start_env(&[("KAIROS_EXPLORE", "1")], ..)`):
+        // routed choices must be deterministic.
+        ("KAIROS_EXPLORE", "0"),
     ])
 }
 
