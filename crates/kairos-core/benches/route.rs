@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
 }
 
 /// Routing on learned state: the workspace holds the learner's maximum of embedded outcomes
-/// (`[routing.learning] max_points`, 16,384) spread over every candidate, so the neighbour
+/// (`[routing.learning] max_points`, 4,096) spread over every candidate, so the neighbour
 /// search scans its whole ring; 5% of decisions explore (a second funnel run). Prints p50/p99
 /// over 20,000 single decisions as well (the target is p99 ≤ 100 µs for a 2 KB prompt).
 fn learned(c: &mut Criterion, gw: &Gateway) {

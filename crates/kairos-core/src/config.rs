@@ -114,7 +114,7 @@ pub struct LearningSection {
     pub neighbours: Option<usize>,
     /// Upper bound on a prior's worth, in outcomes (default 10).
     pub prior_strength_cap: Option<f64>,
-    /// Embedded outcomes kept per workspace for the neighbour search (default 16384).
+    /// Embedded outcomes kept per workspace for the neighbour search (default 4096).
     pub max_points: Option<usize>,
     /// How often each replica reads new outcomes from the database, in ms (default 2000).
     pub refresh_ms: Option<u64>,

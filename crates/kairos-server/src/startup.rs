@@ -264,6 +264,8 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
     let mut gateway = Gateway::new(&cfg, Catalog::builtin(), &key, ledger.clone())?;
     gateway.set_outcome_store(store.clone());
     if gateway.learning_enabled() {
+        // Parse the embedding table now (~7 ms), not on the first routed request.
+        let _ = kairos_router::embed::Embedder::builtin();
         // The signal loop: outcomes reach the learner at once in process, and from the durable
         // table (every replica's, and across restarts) every `refresh_ms`.
         kairos_core::learning::subscribe(gateway.outcome_sink(), gateway.learner().clone());

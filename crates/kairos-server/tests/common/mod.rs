@@ -96,6 +96,11 @@ pub async fn start_db(database_url: &str, mock_cfg: &mut MockConfig) -> Gw {
     start_inner("", "", mock_cfg, Some(database_url)).await
 }
 
+/// [`start_db`] with `extra` appended to the configuration.
+pub async fn start_db_with(database_url: &str, extra: &str, mock_cfg: &mut MockConfig) -> Gw {
+    start_inner(extra, "", mock_cfg, Some(database_url)).await
+}
+
 async fn start_inner(
     extra: &str,
     provider_extra: &str,
