@@ -348,9 +348,10 @@ impl Router {
             let mut rng = rand::rng();
             let mut sampled = learned.clone();
             for (c, e) in sampled.iter_mut().zip(&est) {
-                for (t, ev) in tasks.iter().zip(e) {
+                let draws = kairos_router::learn::Evidence::sample_tasks(e, &mut rng);
+                for (t, d) in tasks.iter().zip(draws) {
                     if let Some(q) = c.quality[t.index()].as_mut() {
-                        q.0 = ev.sample(&mut rng);
+                        q.0 = d;
                     }
                 }
             }

@@ -799,11 +799,11 @@ fn learned_candidates(
     let mut out = base.to_vec();
     let mut rng = sample;
     for (c, e) in out.iter_mut().zip(&est) {
-        for (t, ev) in tasks.iter().zip(e) {
-            let q = match rng.as_deref_mut() {
-                Some(r) => ev.sample(r),
-                None => ev.mean,
-            };
+        let qs: Vec<f64> = match rng.as_deref_mut() {
+            Some(r) => crate::learn::Evidence::sample_tasks(e, r),
+            None => e.iter().map(|ev| ev.mean).collect(),
+        };
+        for ((t, ev), q) in tasks.iter().zip(e).zip(qs) {
             c.quality[t.index()] = Some((q, ev.std()));
         }
     }

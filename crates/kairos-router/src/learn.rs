@@ -175,6 +175,20 @@ impl Evidence {
         }
     }
 
+    /// One Thompson draw for a candidate whose estimates for several tasks are `evs` (the
+    /// first is the request's own task): a single draw from the first posterior, the same shift
+    /// applied to the others. (Independent draws per task, then the funnel's minimum over the
+    /// tasks, would bias exploration against exactly the uncertain candidates.)
+    pub fn sample_tasks<R: rand::Rng + ?Sized>(evs: &[Evidence], rng: &mut R) -> Vec<f64> {
+        let Some(first) = evs.first() else {
+            return Vec::new();
+        };
+        let shift = first.sample(rng) - first.mean;
+        evs.iter()
+            .map(|e| (e.mean + shift).clamp(0.0, 1.0))
+            .collect()
+    }
+
     /// Standard deviation of the posterior (normal approximation).
     pub fn std(&self) -> f64 {
         (self.mean * (1.0 - self.mean) / (self.n + 1.0)).sqrt()
