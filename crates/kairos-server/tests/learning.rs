@@ -59,23 +59,6 @@ async fn feedback(gw: &Gw, id: &str, score: f64) {
     assert_eq!(status, 200, "{body}");
 }
 
-async fn receipt(gw: &Gw, id: &str) -> Value {
-    for _ in 0..100 {
-        let r = gw
-            .http
-            .get(format!("{}/v1/receipts/{id}", gw.url))
-            .bearer_auth(MASTER)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            return r.json().await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no receipt for {id}");
-}
-
 /// Sends routed requests with a failing score until `auto` stops choosing the cheap model.
 /// Returns how many it took.
 async fn teach_that_mini_fails(gw: &Gw) -> usize {
@@ -105,7 +88,7 @@ async fn feedback_moves_routing_and_receipts_cite_the_evidence() {
     // Cold: the priors pick the cheaper model, and say so.
     let (id, model) = routed(&gw, 1000).await;
     assert_eq!(model, "gpt-4o-mini");
-    let r = receipt(&gw, &id).await;
+    let r = gw.receipt(&id).await;
     let mini = candidate(&r, "gpt-4o-mini");
     assert_eq!(mini["evidence"]["dominated_by"], "prior", "{r}");
     assert_eq!(mini["evidence"]["prior_share"], 1.0, "{r}");
@@ -128,7 +111,7 @@ async fn feedback_moves_routing_and_receipts_cite_the_evidence() {
     // The receipt of the moved decision cites the workspace's evidence.
     let (id, model) = routed(&gw, 2000).await;
     assert_eq!(model, "gpt-4o");
-    let r = receipt(&gw, &id).await;
+    let r = gw.receipt(&id).await;
     let mini = candidate(&r, "gpt-4o-mini");
     let ev = &mini["evidence"];
     assert_eq!(ev["dominated_by"], "workspace", "{r}");
@@ -170,14 +153,14 @@ async fn exploration_is_marked_and_never_strict() {
         "dry runs never explore"
     );
     let (id, _) = routed(&gw, 2).await;
-    let r = receipt(&gw, &id).await;
+    let r = gw.receipt(&id).await;
     assert_eq!(r["learning"]["exploration"], true, "{r}");
     let mut body = prompt(3);
     body["kairos"] = json!({"strict": true, "quality": 0.3});
     let resp = gw.chat(body).await;
     assert_eq!(resp.status(), 200);
     let id = request_id(&resp);
-    let r = receipt(&gw, &id).await;
+    let r = gw.receipt(&id).await;
     assert_eq!(
         r["learning"]["exploration"], false,
         "strict requests never explore"
@@ -218,7 +201,7 @@ async fn bad_answer_value_is_400() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let id = request_id(&r);
-    let rc = receipt(&gw, &id).await;
+    let rc = gw.receipt(&id).await;
     assert_eq!(rc["learning"]["value_usd"], 0.05, "{rc}");
 }
 

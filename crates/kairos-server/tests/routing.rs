@@ -10,20 +10,6 @@ use serde_json::{Value, json};
 
 const SUMMARY_PROMPT: &str = "Summarize the following article in two sentences:\n\nThe city council met on Tuesday to discuss the new budget. After hours of debate, members approved a plan that increases funding for public parks and libraries while cutting administrative costs. The mayor praised the decision, saying it reflects the priorities of residents.";
 
-async fn receipt(gw: &Gw, id: &str) -> Value {
-    // Rows are written off the request path: wait for it.
-    gw.row(id).await;
-    let r = gw
-        .http
-        .get(format!("{}/v1/receipts/{id}", gw.url))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
 #[tokio::test]
 async fn auto_routes_and_keeps_a_receipt() {
     let gw = start_gw().await;
@@ -40,7 +26,7 @@ async fn auto_routes_and_keeps_a_receipt() {
     let body: Value = r.json().await.unwrap();
     assert!(body["choices"][0]["message"]["content"].is_string());
 
-    let rec = receipt(&gw, &id).await;
+    let rec = gw.receipt(&id).await;
     assert_eq!(rec["chosen"], served.as_str());
     assert_eq!(rec["requested_model"], "auto");
     assert_eq!(rec["classification"]["task"], "summarization");
@@ -154,7 +140,7 @@ async fn cost_ceiling_strict_and_model_list() {
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["code"], "caller_no_route");
     assert_eq!(gw.mock.call_count(), 0);
-    let rec = receipt(&gw, &id).await;
+    let rec = gw.receipt(&id).await;
     assert!(rec["chosen"].is_null());
     assert_eq!(rec["actual"]["status_code"], 422);
     // The request's own model list narrows the candidates.
@@ -164,7 +150,7 @@ async fn cost_ceiling_strict_and_model_list() {
     assert_eq!(r.status(), 200);
     let m = r.headers()["x-kairos-model"].to_str().unwrap().to_owned();
     assert!(m == "claude-haiku-4-5" || m == "gemini-2.5-flash", "{m}");
-    let rec = receipt(&gw, &request_id(&r)).await;
+    let rec = gw.receipt(&request_id(&r)).await;
     assert_eq!(rec["bar"]["source"], "body");
     for c in rec["candidates"].as_array().unwrap() {
         if c["model"] != "claude-haiku-4-5" && c["model"] != "gemini-2.5-flash" {
@@ -317,7 +303,7 @@ async fn anthropic_clients_can_ask_for_auto() {
     let id = request_id(&r);
     let msg: Value = r.json().await.unwrap();
     assert_eq!(msg["type"], "message");
-    let rec = receipt(&gw, &id).await;
+    let rec = gw.receipt(&id).await;
     assert_eq!(rec["bar"]["tier"], "economy");
     // The `kairos` options never reach the upstream.
     assert!(!gw.mock.requests()[0].body.contains("kairos"));

@@ -251,6 +251,20 @@ impl Gw {
         panic!("no ledger row for {id}");
     }
 
+    /// `GET /v1/receipts/{id}` with the master key, once the request's row is written.
+    pub async fn receipt(&self, id: &str) -> serde_json::Value {
+        self.row(id).await;
+        let r = self
+            .http
+            .get(format!("{}/v1/receipts/{id}", self.url))
+            .bearer_auth(MASTER)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("receipt JSON")
+    }
+
     pub async fn rows(&self) -> Vec<LedgerRow> {
         self.run.ledger.flush().await;
         self.run
