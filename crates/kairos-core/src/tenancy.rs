@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use kairos_store::{KeyRecord, Store, WorkspaceRecord};
+use kairos_store::{AuditEntry, KeyRecord, Reseal, ResealReport, Store, WorkspaceRecord};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -181,6 +181,57 @@ fn intersect(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> Option<HashSet
 /// The associated data binding a sealed credential to its workspace and provider.
 pub fn credential_aad(workspace_id: &str, provider: &str) -> String {
     format!("{workspace_id}/{provider}")
+}
+
+/// Re-seals every stored provider credential that is still sealed under a key other than the
+/// keyring's current one (after a key rotation, so that the old key can be dropped), in every
+/// workspace. Each credential is one compare-and-swap transaction with its own audit entry
+/// (`reseal`, by `actor`, naming the kids only); see [`Store::reseal_credentials`]. A credential
+/// that no key of the keyring opens is left untouched and reported by id
+/// (`workspace_id/provider`). Idempotent.
+pub async fn reseal_credentials(
+    store: &Store,
+    ring: &kairos_vault::Keyring,
+    actor: &str,
+) -> Result<ResealReport, kairos_store::StoreError> {
+    store
+        .reseal_credentials(|c| {
+            let aad = credential_aad(&c.workspace_id, &c.provider);
+            match ring.rotate(&c.sealed, &aad) {
+                Ok(new) if new == c.sealed => Reseal::Current,
+                Ok(new) => {
+                    let kid = |blob: &str| kairos_vault::blob_kid(blob).unwrap_or("").to_owned();
+                    let shown = |blob: &str| {
+                        serde_json::json!({"provider": c.provider, "kid": kid(blob)}).to_string()
+                    };
+                    let audit = AuditEntry {
+                        seq: 0,
+                        ts_ms: now_ms(),
+                        actor: actor.to_owned(),
+                        workspace_id: Some(c.workspace_id.clone()),
+                        action: "reseal".to_owned(),
+                        object_type: "credential".to_owned(),
+                        object_id: aad.clone(),
+                        before_json: Some(shown(&c.sealed)),
+                        after_json: Some(shown(&new)),
+                    };
+                    Reseal::Replace {
+                        sealed: new,
+                        audit: Box::new(audit),
+                    }
+                }
+                Err(e) => {
+                    // The error names a kid at most, never the blob or the secret.
+                    tracing::warn!(
+                        credential = %aad,
+                        error = %e,
+                        "a stored provider credential cannot be re-sealed: no key of the keyring opens it"
+                    );
+                    Reseal::Failed
+                }
+            }
+        })
+        .await
 }
 
 /// Lowercase hex SHA-256 of a presented key.

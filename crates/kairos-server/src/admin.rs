@@ -53,6 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/admin/v1/workspaces/{id}/credentials/{provider}",
             axum::routing::put(put_credential).delete(delete_credential),
         )
+        .route("/admin/v1/credentials/reseal", post(reseal_credentials))
         .route("/admin/v1/keys/{id}", get(get_key).patch(update_key))
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
         .route("/admin/v1/keys/{id}/usage", get(key_usage))
@@ -687,6 +688,49 @@ async fn delete_credential(
         tracing::warn!(error = %e, "key table reload failed; the deletion applies at the next refresh");
     }
     Ok(no_content())
+}
+
+/// `POST /admin/v1/credentials/reseal`: after a key rotation, re-seals every stored credential
+/// of every workspace that is still under an older key of the keyring (master key only: it spans
+/// workspaces). Each credential is written with its own audit entry; the run itself gets one
+/// more (the counts and the ids that failed, never a secret or a blob).
+async fn reseal_credentials(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    let a = admin(&st, &headers).await?;
+    if !a.is_master() {
+        return Err(forbidden(
+            "only the master key re-seals credentials (it spans every workspace)",
+        ));
+    }
+    let Some(keys) = st.gateway.keys() else {
+        return Err(err(GatewayError::Internal(InternalError::Unavailable(
+            "the key table".into(),
+        ))));
+    };
+    let Some(ring) = keys.keyring() else {
+        return Err(err(GatewayError::Internal(InternalError::Unavailable(
+            "credential storage (set KAIROS_SECRET_KEY to enable it)".into(),
+        ))));
+    };
+    let report = kairos_core::tenancy::reseal_credentials(&st.store, ring, &a.actor)
+        .await
+        .map_err(store_err)?;
+    let shown = json!({
+        "resealed": report.resealed,
+        "current": report.current,
+        "failed": report.failed,
+    });
+    let mut after = shown.clone();
+    after["kid"] = json!(ring.current_kid());
+    let entry = audit_entry(&a, None, "reseal", "credentials", "*", None, Some(after));
+    st.store.append_audit(&entry).await.map_err(store_err)?;
+    tracing::info!(
+        resealed = report.resealed,
+        current = report.current,
+        failed = report.failed.len(),
+        kid = ring.current_kid(),
+        "stored provider credentials re-sealed under the current key"
+    );
+    Ok(ok(StatusCode::OK, &shown))
 }
 
 // ---------------------------------------------------------------------------------------------

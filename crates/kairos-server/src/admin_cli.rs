@@ -1,4 +1,4 @@
-//! `kairos workspaces ...` and `kairos keys ...`: a small client of a running gateway's admin
+//! `kairos workspaces ...`, `kairos keys ...` and `kairos credentials ...`: a small client of a running gateway's admin
 //! API (docs/admin.md, docs/openapi/admin.yaml).
 //!
 //! ```text
@@ -6,6 +6,7 @@
 //! kairos workspaces list | show ID | delete ID
 //! kairos keys create --workspace ID --name NAME [--role member|admin] [--settings JSON] [--expires-in 30d]
 //! kairos keys list --workspace ID | show KEY_ID | revoke KEY_ID
+//! kairos credentials reseal      (master key; after a KAIROS_SECRET_KEY rotation)
 //!
 //! common: --admin-url URL (KAIROS_ADMIN_URL, default http://127.0.0.1:8091)
 //!         --key KEY       (KAIROS_MASTER_KEY, else <KAIROS_DATA_DIR or ./.kairos>/master_key)
@@ -105,11 +106,22 @@ pub enum KeysCmd {
     Revoke { key_id: String },
 }
 
+#[derive(Subcommand, Debug, Clone)]
+pub enum CredentialsCmd {
+    /// Re-seal every stored provider credential still sealed under an older key of the
+    /// keyring (KAIROS_SECRET_KEY) with its current key, in every workspace (master key only).
+    /// Run it after making a new key current on every replica; once it reports no failure, the
+    /// old key can be dropped. Idempotent. Exits with 1 when some credential could not be
+    /// re-sealed (no key of the keyring opens it).
+    Reseal,
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub enum Command {
     Workspaces(WorkspacesCmd),
     Keys(KeysCmd),
+    Credentials(CredentialsCmd),
 }
 
 fn out(s: &str) {
@@ -143,9 +155,19 @@ async fn execute(conn: &Conn, cmd: Command) -> Result<(), String> {
         if matches!(cmd, Command::Keys(KeysCmd::Create { .. })) {
             err(SHOWN_ONCE);
         }
-        return Ok(());
+    } else {
+        out(&human(&cmd, &answer));
     }
-    out(&human(&cmd, &answer));
+    if matches!(cmd, Command::Credentials(CredentialsCmd::Reseal)) {
+        let failed = answer["failed"].as_array().map_or(0, Vec::len);
+        if failed > 0 {
+            return Err(format!(
+                "{failed} stored credential(s) could not be re-sealed: no key of the keyring \
+                 opens them (they are left as they are; keep the key that sealed them, or store \
+                 them again with `PUT .../credentials/{{provider}}`)"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -252,6 +274,11 @@ fn request_for(cmd: &Command, now_ms: i64) -> Result<Request, String> {
                 path: key(&[id_arg("key id", key_id)?, "revoke"]),
                 body: None,
             },
+        },
+        Command::Credentials(CredentialsCmd::Reseal) => Request {
+            method: Method::Post,
+            path: seg(&["admin", "v1", "credentials", "reseal"]),
+            body: None,
         },
     })
 }
@@ -464,7 +491,26 @@ fn human(cmd: &Command, v: &Value) -> String {
             format!("revoked key\n{}", details(v, KEY_FIELDS))
         }
         Command::Keys(KeysCmd::Show { .. }) => details(v, KEY_FIELDS),
+        Command::Credentials(CredentialsCmd::Reseal) => reseal_summary(v),
     }
+}
+
+fn reseal_summary(v: &Value) -> String {
+    let n = |f: &str| v[f].as_u64().unwrap_or(0);
+    let failed: Vec<String> = v["failed"]
+        .as_array()
+        .map(|a| a.iter().map(text).collect())
+        .unwrap_or_default();
+    let mut s = format!(
+        "resealed  {}\ncurrent   {}\nfailed    {}",
+        n("resealed"),
+        n("current"),
+        failed.len()
+    );
+    for id in &failed {
+        s.push_str(&format!("\n  {id}"));
+    }
+    s
 }
 
 const WORKSPACE_FIELDS: &[&str] = &[
@@ -748,6 +794,17 @@ mod tests {
             key_id: "..".into(),
         });
         assert!(request_for(&bad, 0).unwrap_err().contains("invalid key id"));
+    }
+
+    #[test]
+    fn reseal_request_and_summary() {
+        let r = request_for(&Command::Credentials(CredentialsCmd::Reseal), 0).unwrap();
+        assert_eq!(
+            (r.method, r.path.join("/"), r.body),
+            (Method::Post, "admin/v1/credentials/reseal".into(), None)
+        );
+        let s = reseal_summary(&json!({"resealed": 3, "current": 1, "failed": ["ws_1/openai"]}));
+        assert_eq!(s, "resealed  3\ncurrent   1\nfailed    1\n  ws_1/openai");
     }
 
     #[test]

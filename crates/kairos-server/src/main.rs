@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kairos_core::config::FileConfig;
 use kairos_core::env::ProcessEnv;
-use kairos_server::admin_cli::{self, KeysCmd, WorkspacesCmd};
+use kairos_server::admin_cli::{self, CredentialsCmd, KeysCmd, WorkspacesCmd};
 use kairos_server::eval_cmd::EvalCmd;
 use kairos_server::startup::{StartOptions, start};
 
@@ -77,6 +77,13 @@ enum Cmd {
         conn: admin_cli::Conn,
         #[command(subcommand)]
         cmd: KeysCmd,
+    },
+    /// Maintain stored provider credentials through a running gateway's admin API.
+    Credentials {
+        #[command(flatten)]
+        conn: admin_cli::Conn,
+        #[command(subcommand)]
+        cmd: CredentialsCmd,
     },
     /// Offline evaluation.
     Eval {
@@ -254,6 +261,9 @@ async fn run(cli: Cli) -> ExitCode {
             admin_cli::run(&conn, admin_cli::Command::Workspaces(cmd)).await
         }
         Cmd::Keys { conn, cmd } => admin_cli::run(&conn, admin_cli::Command::Keys(cmd)).await,
+        Cmd::Credentials { conn, cmd } => {
+            admin_cli::run(&conn, admin_cli::Command::Credentials(cmd)).await
+        }
     }
 }
 

@@ -28,6 +28,7 @@ const CREDENTIAL_ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/v1/workspaces/{id}/credentials"),
     ("put", "/admin/v1/workspaces/{id}/credentials/{provider}"),
     ("delete", "/admin/v1/workspaces/{id}/credentials/{provider}"),
+    ("post", "/admin/v1/credentials/reseal"),
 ];
 
 type Route = (String, String);
@@ -1032,6 +1033,19 @@ async fn live_answers_match_the_document() {
             403
         );
         assert_eq!(c.call("get", &creds, Some(&member2), None).await.0, 403);
+        // Re-sealing spans workspaces: master key only. Under the harness keyring (one key)
+        // everything is current already.
+        let (s, v) = c
+            .call("post", "/admin/v1/credentials/reseal", m, None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v, json!({"resealed": 0, "current": 1, "failed": []}));
+        assert_eq!(
+            c.call("post", "/admin/v1/credentials/reseal", aa, None)
+                .await
+                .0,
+            403
+        );
         assert_eq!(c.call("delete", &path, aa, None).await.0, 204);
         assert_eq!(c.call("delete", &path, m, None).await.0, 404);
         let (_, list) = c.call("get", &creds, m, None).await;
@@ -1056,6 +1070,10 @@ async fn live_answers_match_the_document() {
                 m,
                 Some(key),
             )
+            .await;
+        assert_eq!(s, 503, "{v}");
+        let (s, v) = c2
+            .call("post", "/admin/v1/credentials/reseal", m, None)
             .await;
         assert_eq!(s, 503, "{v}");
         other_gateways.push(c2.seen.into_inner().unwrap());

@@ -54,7 +54,10 @@ pub use error::StoreError;
 pub use row::{LedgerRow, ListQuery, OutcomeRow, Signal};
 pub use spool::SPOOL_FILE_NAME;
 pub use store::{MAX_OUTCOMES_PER_PAGE, Store};
-pub use tenancy::{AuditEntry, CredentialRecord, KeyRecord, Scope, UsageSummary, WorkspaceRecord};
+pub use tenancy::{
+    AuditEntry, CredentialRecord, KeyRecord, Reseal, ResealReport, Scope, UsageSummary,
+    WorkspaceRecord,
+};
 pub use writer::{LedgerHandle, LedgerStats, LedgerWriter, LedgerWriterConfig};
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -564,6 +564,43 @@ fn scheme(url: &str) -> Result<Scheme, StoreError> {
     }
 }
 
+fn ssl_mode_name(mode: PgSslMode) -> &'static str {
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    }
+}
+
+/// A failed TLS negotiation with PostgreSQL becomes a configuration error that says what to
+/// check (sqlx's own message names the cause: "server does not support TLS", "invalid peer
+/// certificate: UnknownIssuer", ...). Other errors pass unchanged.
+fn postgres_connect_error(e: sqlx::Error, mode: PgSslMode) -> StoreError {
+    // A refused certificate arrives as an I/O error wrapping the rustls error.
+    let cause: Option<String> = match &e {
+        sqlx::Error::Tls(cause) => Some(cause.to_string()),
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(ToString::to_string),
+        _ => None,
+    };
+    match cause {
+        Some(cause) => StoreError::Config(format!(
+            "TLS connection to PostgreSQL failed (sslmode={}): {cause}. sslmode=require and \
+             verify-* need a server with TLS enabled; verify-ca and verify-full also need the \
+             server's certificate to chain to a built-in root (Mozilla's list) or to \
+             sslrootcert=/path/to/ca.pem in the URL; sslmode=disable connects without TLS \
+             (docs/config.md)",
+            ssl_mode_name(mode)
+        )),
+        None => StoreError::Database(e),
+    }
+}
+
 /// `true` for a plain SQL identifier that needs no quoting (`[A-Za-z_][A-Za-z0-9_]*`, at most
 /// 63 bytes, PostgreSQL's limit).
 fn is_plain_identifier(s: &str) -> bool {
@@ -580,6 +617,11 @@ impl Store {
     ///   are created when missing unless `mode=ro`), `sqlite::memory:` (one connection; the
     ///   database lives as long as the store).
     /// * `postgres://user@host:port/db` (or `postgresql://`): a pool of a few connections.
+    ///   TLS (rustls, ring) follows `sslmode` as in libpq: `disable`, `prefer` (the default:
+    ///   TLS when the server offers it, certificate not checked), `require` (TLS or fail,
+    ///   certificate not checked), `verify-ca`, `verify-full` (certificate checked against the
+    ///   built-in Mozilla roots, or `sslrootcert=/path/ca.pem`; `verify-full` also checks the
+    ///   host name). A failed TLS negotiation is a [`StoreError::Config`] that says so.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         match scheme(url)? {
             Scheme::Sqlite => Self::connect_sqlite(url).await,
@@ -646,6 +688,7 @@ impl Store {
     async fn connect_postgres(url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        let mode = opts.get_ssl_mode();
         let mut pool_opts = PgPoolOptions::new()
             .max_connections(POSTGRES_MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT);
@@ -655,7 +698,9 @@ impl Store {
                     "invalid schema name {schema:?}: expected [A-Za-z_][A-Za-z0-9_]*"
                 )));
             }
-            let mut conn = sqlx::PgConnection::connect_with(&opts).await?;
+            let mut conn = sqlx::PgConnection::connect_with(&opts)
+                .await
+                .map_err(|e| postgres_connect_error(e, mode))?;
             // The identifier was validated above, so quoting it is enough.
             conn.execute(AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
@@ -671,7 +716,10 @@ impl Store {
                 })
             });
         }
-        let pool = pool_opts.connect_with(opts).await?;
+        let pool = pool_opts
+            .connect_with(opts)
+            .await
+            .map_err(|e| postgres_connect_error(e, mode))?;
         migrator(POSTGRES_MIGRATIONS).run(&pool).await?;
         Ok(Store {
             backend: Backend::Postgres(pool),

@@ -50,6 +50,36 @@ pub struct CredentialRecord {
     pub updated_ms: i64,
 }
 
+/// What a re-seal run does with one stored credential (decided by the caller, which holds the
+/// keyring: this crate never sees a credential in clear).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reseal {
+    /// Already sealed under the current key (and it opens): left as it is.
+    Current,
+    /// Replace the blob by `sealed` (the same secret under the current key), written together
+    /// with `audit`.
+    Replace {
+        sealed: String,
+        audit: Box<AuditEntry>,
+    },
+    /// No key of the keyring opens it: left untouched and reported.
+    Failed,
+}
+
+/// The counts of one re-seal run ([`Store::reseal_credentials`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResealReport {
+    /// Credentials re-sealed under the current key by this run.
+    pub resealed: u64,
+    /// Credentials that were already under the current key.
+    pub current: u64,
+    /// Credentials that could not be re-sealed, as `workspace_id/provider` (never their blob).
+    pub failed: Vec<String>,
+}
+
+/// How often one credential is looked at again when it changed between reading and swapping.
+const RESEAL_TRIES: usize = 3;
+
 /// One admin action: who, what, when, and the object before and after (secrets removed by the
 /// caller).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,6 +306,41 @@ macro_rules! tenancy_sql {
             tx.commit().await
         }
 
+        /// Replaces the blob of one credential only if it is still `expected` (compare and
+        /// swap), with its audit entry, in one transaction. `false`: it changed or is gone.
+        pub(crate) async fn swap_credential(
+            pool: &Pool<$db>,
+            workspace_id: &str,
+            provider: &str,
+            expected: &str,
+            sealed: &str,
+            a: &AuditEntry,
+        ) -> Result<bool, sqlx::Error> {
+            let mut tx = pool.begin().await?;
+            let mut qb = QueryBuilder::<$db>::new("UPDATE provider_credentials SET sealed = ");
+            qb.push_bind(sealed)
+                .push(" WHERE workspace_id = ")
+                .push_bind(workspace_id)
+                .push(" AND provider = ")
+                .push_bind(provider)
+                .push(" AND sealed = ")
+                .push_bind(expected);
+            let n = qb.build().execute(&mut *tx).await?.rows_affected();
+            if n == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            audit(&mut tx, a).await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+
+        pub(crate) async fn append_audit(pool: &Pool<$db>, a: &AuditEntry) -> Result<(), sqlx::Error> {
+            let mut tx = pool.begin().await?;
+            audit(&mut tx, a).await?;
+            tx.commit().await
+        }
+
         pub(crate) async fn delete_credential(
             pool: &Pool<$db>,
             workspace_id: &str,
@@ -475,6 +540,102 @@ impl Store {
         workspace_id: Option<&str>,
     ) -> Result<Vec<CredentialRecord>, StoreError> {
         both!(self, credentials(workspace_id))
+    }
+
+    /// One credential of a workspace, if stored.
+    pub async fn credential(
+        &self,
+        workspace_id: &str,
+        provider: &str,
+    ) -> Result<Option<CredentialRecord>, StoreError> {
+        Ok(self
+            .credentials(Some(workspace_id))
+            .await?
+            .into_iter()
+            .find(|c| c.provider == provider))
+    }
+
+    /// Replaces the sealed blob of a credential only if it is still `expected`, together with
+    /// its audit entry, in one transaction. Returns `false` (and changes nothing) when the
+    /// credential was replaced or deleted meanwhile. `created_ms` and `updated_ms` are kept:
+    /// the secret is the same.
+    pub async fn swap_credential(
+        &self,
+        workspace_id: &str,
+        provider: &str,
+        expected: &str,
+        sealed: &str,
+        a: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        both!(
+            self,
+            swap_credential(workspace_id, provider, expected, sealed, a)
+        )
+    }
+
+    /// Re-seals every stored credential as `decide` says (the caller holds the keyring; see
+    /// [`Reseal`]). Each replacement is its own transaction, a compare-and-swap on the blob
+    /// that was read ([`Store::swap_credential`]): a credential replaced concurrently (say by
+    /// `PUT .../credentials/{provider}`) is not overwritten but read and decided again, and
+    /// one deleted meanwhile is skipped. Idempotent: a second run finds everything current.
+    ///
+    /// A database error ends the run with that error; what was swapped until then stays
+    /// swapped, and running again finishes the job.
+    pub async fn reseal_credentials(
+        &self,
+        mut decide: impl FnMut(&CredentialRecord) -> Reseal,
+    ) -> Result<ResealReport, StoreError> {
+        let mut report = ResealReport::default();
+        for first in self.credentials(None).await? {
+            let id = format!("{}/{}", first.workspace_id, first.provider);
+            let mut c = first;
+            let mut tries = 0;
+            loop {
+                match decide(&c) {
+                    Reseal::Current => report.current += 1,
+                    Reseal::Failed => report.failed.push(id),
+                    Reseal::Replace { sealed, audit } => {
+                        if self
+                            .swap_credential(
+                                &c.workspace_id,
+                                &c.provider,
+                                &c.sealed,
+                                &sealed,
+                                &audit,
+                            )
+                            .await?
+                        {
+                            report.resealed += 1;
+                        } else {
+                            tries += 1;
+                            match self.credential(&c.workspace_id, &c.provider).await? {
+                                // Deleted meanwhile: nothing left to re-seal.
+                                None => {}
+                                Some(now) if tries < RESEAL_TRIES => {
+                                    c = now;
+                                    continue;
+                                }
+                                Some(_) => {
+                                    tracing::warn!(
+                                        credential = %id,
+                                        "a credential kept changing during the re-seal; run it again"
+                                    );
+                                    report.failed.push(id);
+                                }
+                            }
+                        }
+                    }
+                }
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Appends one audit entry on its own (an action that changed no single object, such as
+    /// the summary of a re-seal run).
+    pub async fn append_audit(&self, a: &AuditEntry) -> Result<(), StoreError> {
+        both!(self, append_audit(a))
     }
 
     /// Newest first, at most `limit` (capped at 1000).

@@ -576,6 +576,187 @@ async fn postgres_url_password_does_not_leak_into_errors() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// PostgreSQL over TLS (`sslmode`)
+
+/// A stand-in for a PostgreSQL server without TLS: answers every SSLRequest with `N` (as a
+/// server with `ssl = off` does) and counts the connections. Returns its port.
+async fn server_without_tls() -> (u16, std::sync::Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                // SSLRequest: length 8, code 80877103.
+                let mut req = [0u8; 8];
+                if sock.read_exact(&mut req).await.is_ok()
+                    && req == [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]
+                {
+                    let _ = sock.write_all(b"N").await;
+                }
+                // Then wait for the client to give up (a startup message is never answered).
+                let mut rest = [0u8; 256];
+                while matches!(sock.read(&mut rest).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn sslmode_require_against_a_server_without_tls_fails_at_once_naming_tls() {
+    let (port, seen) = server_without_tls().await;
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let url = format!("postgres://kairos:pw@127.0.0.1:{port}/db?sslmode={mode}");
+        let t = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(20), Store::connect(&url))
+            .await
+            .expect("a refused TLS upgrade must fail, not hang")
+            .unwrap_err();
+        // Well before the pool's acquire timeout: the failure is not retried.
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{mode}: {:?}",
+            t.elapsed()
+        );
+        assert!(matches!(err, StoreError::Config(_)), "{mode}: {err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("TLS") && msg.contains("server does not support TLS"),
+            "{mode}: {msg}"
+        );
+        assert!(msg.contains(&format!("sslmode={mode}")), "{msg}");
+        assert!(!msg.contains("pw@"), "{msg}");
+    }
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        3,
+        "one attempt per URL, no retry loop"
+    );
+    let err = Store::connect("postgres://u@127.0.0.1:1/db?sslmode=sometimes")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Config(_)), "{err}");
+}
+
+/// Whether this connection to PostgreSQL is encrypted (`pg_stat_ssl`).
+async fn connection_uses_tls(store: &Store) -> bool {
+    let crate::store::Backend::Postgres(pool) = &store.backend else {
+        panic!("not PostgreSQL");
+    };
+    sqlx::query_scalar::<_, bool>("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Against the test server: `disable` and `prefer` connect whether or not the server has TLS
+/// (`disable` in clear); `require` connects encrypted when it has TLS and fails naming TLS when
+/// it has not; `verify-full` never silently accepts a certificate that does not chain to a
+/// known root (the test server's is usually self-signed).
+#[tokio::test]
+async fn postgres_sslmodes_against_the_test_server() {
+    let Ok(pg) = std::env::var("KAIROS_TEST_POSTGRES_URL") else {
+        eprintln!("SKIP postgres_sslmodes_against_the_test_server: KAIROS_TEST_POSTGRES_URL unset");
+        return;
+    };
+    let with_mode = |mode: &str| {
+        let sep = if pg.contains('?') { '&' } else { '?' };
+        format!("{pg}{sep}sslmode={mode}")
+    };
+    let disabled = within(postgres_db(with_mode("disable"))).await;
+    assert!(!connection_uses_tls(&disabled.store).await);
+    disabled.store.insert_batch(&[full_row(1)]).await.unwrap();
+    let preferred = within(postgres_db(with_mode("prefer"))).await;
+    let server_has_tls = connection_uses_tls(&preferred.store).await;
+    preferred.store.insert_batch(&[full_row(1)]).await.unwrap();
+    eprintln!(
+        "the test server {} TLS",
+        if server_has_tls { "offers" } else { "has no" }
+    );
+
+    let schema = format!("kairos_test_{}", unique_suffix());
+    let required = within(Store::connect_with_schema(&with_mode("require"), &schema)).await;
+    if server_has_tls {
+        let required = TestDb {
+            store: required.unwrap(),
+            kind: Kind::Postgres {
+                url: pg.clone(),
+                schema,
+            },
+            dir: tempfile::tempdir().unwrap(),
+        };
+        assert!(connection_uses_tls(&required.store).await);
+        required.store.insert_batch(&[full_row(1)]).await.unwrap();
+        assert_eq!(required.store.count().await.unwrap(), 1);
+        // verify-full: the server's certificate is checked; a self-signed one (the usual
+        // test setup) is refused with a TLS error. If it does verify, it is encrypted.
+        let schema = format!("kairos_test_{}", unique_suffix());
+        match within(Store::connect_with_schema(
+            &with_mode("verify-full"),
+            &schema,
+        ))
+        .await
+        {
+            Err(e) => {
+                assert!(matches!(e, StoreError::Config(_)), "{e:?}");
+                assert!(e.to_string().contains("TLS"), "{e}");
+                eprintln!("verify-full refused the test server's certificate: {e}");
+            }
+            Ok(store) => {
+                let verified = TestDb {
+                    store,
+                    kind: Kind::Postgres {
+                        url: pg.clone(),
+                        schema,
+                    },
+                    dir: tempfile::tempdir().unwrap(),
+                };
+                assert!(connection_uses_tls(&verified.store).await);
+            }
+        }
+        // verify-ca with the server's own certificate as the root (`sslrootcert`), when this
+        // process can read it (same host): checked and accepted.
+        let cert_file: String = {
+            let crate::store::Backend::Postgres(pool) = &required.store.backend else {
+                unreachable!()
+            };
+            sqlx::query_scalar("SELECT current_setting('ssl_cert_file')")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        };
+        if std::fs::read(&cert_file).is_ok() {
+            let schema = format!("kairos_test_{}", unique_suffix());
+            let url = with_mode(&format!("verify-ca&sslrootcert={cert_file}"));
+            let store = within(Store::connect_with_schema(&url, &schema))
+                .await
+                .unwrap_or_else(|e| panic!("verify-ca with sslrootcert={cert_file}: {e}"));
+            let verified = TestDb {
+                store,
+                kind: Kind::Postgres {
+                    url: pg.clone(),
+                    schema,
+                },
+                dir: tempfile::tempdir().unwrap(),
+            };
+            assert!(connection_uses_tls(&verified.store).await);
+        } else {
+            eprintln!("SKIP verify-ca with sslrootcert: {cert_file} is not readable here");
+        }
+    } else {
+        let err = required.unwrap_err();
+        assert!(
+            err.to_string().contains("server does not support TLS"),
+            "{err}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Writer
 
 #[tokio::test]
@@ -1297,5 +1478,293 @@ async fn outcome_upserts_succeed_while_the_writer_commits() {
             "{}",
             db.name()
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider credentials: re-sealing after a key rotation
+
+mod reseal {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+    use crate::{AuditEntry, CredentialRecord, Reseal, ResealReport, WorkspaceRecord};
+
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K2: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    const K9: &str = "k9:QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=";
+
+    fn ring(spec: &str) -> kairos_vault::Keyring {
+        kairos_vault::Keyring::parse(spec).unwrap()
+    }
+
+    fn aad(ws: &str, provider: &str) -> String {
+        format!("{ws}/{provider}")
+    }
+
+    fn entry(ws: &str, action: &str, id: &str) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            ts_ms: 1,
+            actor: "test".into(),
+            workspace_id: Some(ws.into()),
+            action: action.into(),
+            object_type: "credential".into(),
+            object_id: id.into(),
+            before_json: None,
+            after_json: None,
+        }
+    }
+
+    async fn add_workspace(store: &Store, id: &str) {
+        let w = WorkspaceRecord {
+            id: id.into(),
+            name: id.into(),
+            settings: "{}".into(),
+            created_ms: 1,
+            updated_ms: 1,
+            deleted_ms: None,
+        };
+        store
+            .upsert_workspace(&w, &entry(id, "create", id))
+            .await
+            .unwrap();
+    }
+
+    async fn put(store: &Store, ws: &str, provider: &str, sealed: String) {
+        let c = CredentialRecord {
+            workspace_id: ws.into(),
+            provider: provider.into(),
+            sealed,
+            created_ms: 10,
+            updated_ms: 20,
+        };
+        let id = aad(ws, provider);
+        store
+            .put_credential(&c, &entry(ws, "create", &id))
+            .await
+            .unwrap();
+    }
+
+    /// What the gateway decides for each credential (kairos-core's `reseal_credentials`).
+    fn decide(ring: &kairos_vault::Keyring) -> impl FnMut(&CredentialRecord) -> Reseal + '_ {
+        move |c| match ring.rotate(&c.sealed, &aad(&c.workspace_id, &c.provider)) {
+            Ok(new) if new == c.sealed => Reseal::Current,
+            Ok(new) => Reseal::Replace {
+                audit: Box::new(entry(
+                    &c.workspace_id,
+                    "reseal",
+                    &aad(&c.workspace_id, &c.provider),
+                )),
+                sealed: new,
+            },
+            Err(_) => Reseal::Failed,
+        }
+    }
+
+    async fn opened(store: &Store, ring: &kairos_vault::Keyring, ws: &str, p: &str) -> String {
+        let c = store.credential(ws, p).await.unwrap().unwrap();
+        ring.open(&c.sealed, &aad(ws, p))
+            .unwrap()
+            .expose_secret()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_rotation_reseals_old_blobs_reports_unopenable_ones_and_is_idempotent() {
+        for db in backends().await {
+            let s = &db.store;
+            let name = db.name();
+            let (k1, k21, k2) = (ring(K1), ring(&format!("{K2},{K1}")), ring(K2));
+            for ws in ["ws_a", "ws_b"] {
+                add_workspace(s, ws).await;
+            }
+            put(
+                s,
+                "ws_a",
+                "openai",
+                k1.seal("sk-a-openai", &aad("ws_a", "openai")).unwrap(),
+            )
+            .await;
+            put(
+                s,
+                "ws_a",
+                "anthropic",
+                k1.seal("sk-a-anth", &aad("ws_a", "anthropic")).unwrap(),
+            )
+            .await;
+            // Already under the new key.
+            put(
+                s,
+                "ws_b",
+                "gemini",
+                k2.seal("sk-b-gem", &aad("ws_b", "gemini")).unwrap(),
+            )
+            .await;
+            // Under a key that is in no keyring used here.
+            let lost = ring(K9).seal("sk-b-lost", &aad("ws_b", "openai")).unwrap();
+            put(s, "ws_b", "openai", lost.clone()).await;
+            let audit_before = s.audit_log(None, 1000).await.unwrap().len();
+
+            let r = within(s.reseal_credentials(decide(&k21))).await.unwrap();
+            assert_eq!(
+                r,
+                ResealReport {
+                    resealed: 2,
+                    current: 1,
+                    failed: vec!["ws_b/openai".into()],
+                },
+                "{name}"
+            );
+            // The unopenable blob is untouched; the others are under k2, timestamps kept.
+            let all = s.credentials(None).await.unwrap();
+            let lost_now = all
+                .iter()
+                .find(|c| c.workspace_id == "ws_b" && c.provider == "openai");
+            assert_eq!(lost_now.unwrap().sealed, lost, "{name}");
+            for c in all.iter().filter(|c| c.sealed != lost) {
+                assert_eq!(
+                    kairos_vault::blob_kid(&c.sealed),
+                    Some("k2"),
+                    "{name}: {c:?}"
+                );
+                assert_eq!((c.created_ms, c.updated_ms), (10, 20), "{name}");
+            }
+            // One audit entry per re-sealed credential, in its workspace.
+            let audit = s.audit_log(None, 1000).await.unwrap();
+            assert_eq!(audit.len(), audit_before + 2, "{name}");
+            assert!(
+                audit[..2]
+                    .iter()
+                    .all(|a| a.action == "reseal" && a.workspace_id.as_deref() == Some("ws_a"))
+            );
+
+            // Idempotent.
+            let again = within(s.reseal_credentials(decide(&k21))).await.unwrap();
+            assert_eq!((again.resealed, again.current), (0, 3), "{name}");
+            assert_eq!(again.failed, ["ws_b/openai"], "{name}");
+            assert_eq!(
+                s.audit_log(None, 1000).await.unwrap().len(),
+                audit_before + 2
+            );
+
+            // The old key can go: k2 alone opens every re-sealed credential.
+            assert_eq!(opened(s, &k2, "ws_a", "openai").await, "sk-a-openai");
+            assert_eq!(opened(s, &k2, "ws_a", "anthropic").await, "sk-a-anth");
+            assert_eq!(opened(s, &k2, "ws_b", "gemini").await, "sk-b-gem");
+            let only_k2 = within(s.reseal_credentials(decide(&k2))).await.unwrap();
+            assert_eq!((only_k2.resealed, only_k2.current), (0, 3), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_swap_only_replaces_the_blob_that_was_read() {
+        for db in backends().await {
+            let s = &db.store;
+            let name = db.name();
+            add_workspace(s, "ws_a").await;
+            put(s, "ws_a", "openai", "kv1:k1:old".into()).await;
+            let n = s.audit_log(None, 1000).await.unwrap().len();
+            let e = entry("ws_a", "reseal", "ws_a/openai");
+            // Stale expectation: nothing changes, no audit entry.
+            assert!(
+                !s.swap_credential("ws_a", "openai", "kv1:k1:other", "kv1:k2:new", &e)
+                    .await
+                    .unwrap(),
+                "{name}"
+            );
+            assert!(
+                !s.swap_credential("ws_a", "nope", "kv1:k1:old", "x", &e)
+                    .await
+                    .unwrap()
+            );
+            let c = s.credential("ws_a", "openai").await.unwrap().unwrap();
+            assert_eq!(c.sealed, "kv1:k1:old", "{name}");
+            assert_eq!(s.audit_log(None, 1000).await.unwrap().len(), n);
+            // The blob that was read: swapped, with its audit entry.
+            assert!(
+                s.swap_credential("ws_a", "openai", "kv1:k1:old", "kv1:k2:new", &e)
+                    .await
+                    .unwrap(),
+                "{name}"
+            );
+            let c = s.credential("ws_a", "openai").await.unwrap().unwrap();
+            assert_eq!(
+                (c.sealed.as_str(), c.created_ms, c.updated_ms),
+                ("kv1:k2:new", 10, 20)
+            );
+            assert_eq!(s.audit_log(None, 1000).await.unwrap().len(), n + 1);
+        }
+    }
+
+    /// A credential replaced between the run's read and its swap is not overwritten: the run
+    /// decides again on the new blob.
+    #[tokio::test]
+    async fn a_concurrent_replacement_is_not_overwritten() {
+        for db in backends().await {
+            let name = db.name();
+            let k1 = ring(K1);
+            let k21 = ring(&format!("{K2},{K1}"));
+            add_workspace(&db.store, "ws_a").await;
+            put(
+                &db.store,
+                "ws_a",
+                "openai",
+                k1.seal("sk-old", &aad("ws_a", "openai")).unwrap(),
+            )
+            .await;
+            // The replacement, written by "another replica" (own pool, own runtime) while the
+            // run is deciding on the old blob. It is sealed with k1 too (a replica that still
+            // seals with the old key), so it needs a re-seal of its own.
+            let replacement = k1.seal("sk-new", &aad("ws_a", "openai")).unwrap();
+            let kind = match &db.kind {
+                Kind::Sqlite { url } => (url.clone(), None),
+                Kind::Postgres { url, schema } => (url.clone(), Some(schema.clone())),
+            };
+            let mut calls = 0;
+            let mut inner = decide(&k21);
+            let r = within(db.store.reseal_credentials(|c| {
+                calls += 1;
+                if calls == 1 {
+                    let (url, schema, sealed) =
+                        (kind.0.clone(), kind.1.clone(), replacement.clone());
+                    std::thread::spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .unwrap();
+                        rt.block_on(async {
+                            let other = match schema {
+                                None => Store::connect(&url).await.unwrap(),
+                                Some(s) => Store::connect_with_schema(&url, &s).await.unwrap(),
+                            };
+                            put(&other, "ws_a", "openai", sealed).await;
+                        });
+                    })
+                    .join()
+                    .unwrap();
+                }
+                inner(c)
+            }))
+            .await
+            .unwrap();
+            assert_eq!(calls, 2, "{name}: decided again after the swap missed");
+            assert_eq!((r.resealed, r.current, r.failed.len()), (1, 0, 0), "{name}");
+            let c = db
+                .store
+                .credential("ws_a", "openai")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(kairos_vault::blob_kid(&c.sealed), Some("k2"));
+            assert_eq!(
+                ring(K2)
+                    .open(&c.sealed, &aad("ws_a", "openai"))
+                    .unwrap()
+                    .expose_secret(),
+                "sk-new",
+                "{name}: the concurrent replacement survives"
+            );
+        }
     }
 }

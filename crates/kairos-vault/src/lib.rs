@@ -3,7 +3,7 @@
 //! A [`Keyring`] holds 32-byte data-encryption keys, each under a short key id (kid). The first
 //! key is the *current* one: [`Keyring::seal`] encrypts with it. The others only decrypt, so a
 //! key can be rotated without a flag day: add the new key in front, restart, re-seal the stored
-//! blobs ([`Keyring::rotate`]), then drop the old key.
+//! blobs ([`Keyring::rotate`]; the gateway's `kairos credentials reseal`), then drop the old key.
 //!
 //! # Keyring format (`KAIROS_SECRET_KEY`, or a file)
 //!
