@@ -116,6 +116,9 @@ pub struct LearningSection {
     pub prior_strength_cap: Option<f64>,
     /// Embedded outcomes kept per workspace for the neighbour search (default 4096).
     pub max_points: Option<usize>,
+    /// Outcome keys remembered per workspace for idempotent replacement (default 262144; the
+    /// oldest are forgotten first, their contribution stays). Bounds the learner's memory.
+    pub max_outcomes: Option<usize>,
     /// How often each replica reads new outcomes from the database, in ms (default 2000).
     pub refresh_ms: Option<u64>,
 }
@@ -1038,6 +1041,7 @@ impl FileConfig {
                 k: l.neighbours.unwrap_or(d.k),
                 prior_cap: l.prior_strength_cap.unwrap_or(d.prior_cap),
                 max_points: l.max_points.unwrap_or(d.max_points),
+                max_outcomes: l.max_outcomes.unwrap_or(d.max_outcomes),
                 explore: match ov.explore.as_deref() {
                     Some(v) => v.parse::<f64>().unwrap_or(f64::NAN),
                     None => l.explore.unwrap_or(d.explore),

@@ -31,7 +31,8 @@
 //! State is in memory and fed by the caller (the gateway loads it from the durable store at start
 //! and refreshes it every few seconds, so every replica routes on the same outcomes).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use rustc_hash::FxHashMap;
@@ -56,6 +57,10 @@ pub struct LearnConfig {
     pub no_prior_strength: f64,
     /// Embedded observations kept per workspace for the neighbour search.
     pub max_points: usize,
+    /// Observation keys remembered per workspace so that a repeated (request, metric, model)
+    /// replaces its earlier value instead of counting twice (the oldest are forgotten first;
+    /// their contribution to the sums stays). Bounds the learner's memory (~50 bytes each).
+    pub max_outcomes: usize,
     /// Share of requests that explore (Thompson sampling); 0 disables exploration.
     pub explore: f64,
 }
@@ -69,6 +74,7 @@ impl Default for LearnConfig {
             prior_cap: 10.0,
             no_prior_strength: 2.0,
             max_points: 4_096,
+            max_outcomes: 262_144,
             explore: 0.05,
         }
     }
@@ -95,6 +101,12 @@ impl LearnConfig {
             return Err(format!(
                 "max_points must be in 1..=10000000, got {}",
                 self.max_points
+            ));
+        }
+        if self.max_outcomes == 0 || self.max_outcomes > 100_000_000 {
+            return Err(format!(
+                "max_outcomes must be in 1..=100000000, got {}",
+                self.max_outcomes
             ));
         }
         if !(0.0..=1.0).contains(&self.explore) {
@@ -235,7 +247,12 @@ struct Slot {
 struct Workspace {
     dim: usize,
     models: FxHashMap<String, u32>,
-    obs: HashMap<ObsKey, Slot>,
+    /// By a 64-bit hash of the [`ObsKey`] (the key's strings are not kept), at most
+    /// `max_outcomes`, oldest forgotten first (`order`).
+    obs: FxHashMap<u64, Slot>,
+    order: VecDeque<u64>,
+    /// Distinct observations recorded (forgotten keys included).
+    count: u64,
     tasks: FxHashMap<(u8, u32), Sums>,
     /// Per model, over every task (and outcomes without a task).
     totals: FxHashMap<u32, Sums>,
@@ -272,7 +289,8 @@ impl Workspace {
             return;
         }
         let model = self.model_id(&o.key.model);
-        if let Some(old) = self.obs.get_mut(&o.key) {
+        let key = key_hash(&o.key);
+        if let Some(old) = self.obs.get_mut(&key) {
             // Replace: take the old value out of the sums, update the point in place.
             let tot = self.totals.entry(old.model).or_default();
             tot.wy += f64::from(y * w) - f64::from(old.y * old.w);
@@ -347,8 +365,15 @@ impl Workspace {
             }
             _ => None,
         };
+        self.count += 1;
+        self.order.push_back(key);
+        while self.order.len() > cfg.max_outcomes {
+            if let Some(k) = self.order.pop_front() {
+                self.obs.remove(&k);
+            }
+        }
         self.obs.insert(
-            o.key.clone(),
+            key,
             Slot {
                 task: o.task,
                 model,
@@ -378,6 +403,14 @@ pub struct Learner {
 /// A unit-vector component as an integer in [-127, 127] (× 127).
 fn quantize_component(x: f32) -> i16 {
     (x * 127.0).round().clamp(-127.0, 127.0) as i16
+}
+
+/// The identity of an observation as 64 bits (SipHash with fixed keys over its three strings;
+/// a collision would merge two outcomes of one workspace, at odds of ~n²/2⁶⁵).
+fn key_hash(k: &ObsKey) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    k.hash(&mut h);
+    h.finish()
 }
 
 /// A unit vector as integers (component × 127) in 8-lane vectors, zero-padded.
@@ -467,8 +500,9 @@ impl Learner {
 
     /// Outcomes recorded for `workspace` (distinct keys).
     pub fn outcomes(&self, workspace: &str) -> usize {
-        self.workspace(workspace)
-            .map_or(0, |w| w.read().unwrap_or_else(|e| e.into_inner()).obs.len())
+        self.workspace(workspace).map_or(0, |w| {
+            usize::try_from(w.read().unwrap_or_else(|e| e.into_inner()).count).unwrap_or(usize::MAX)
+        })
     }
 
     /// Estimates for each candidate (outer) and each of `tasks` (inner), for a prompt of
@@ -877,6 +911,33 @@ mod tests {
         let mut out = Vec::new();
         dots(&qa, &rows, &mut out);
         assert_eq!(out, vec![dot(&sa, &sb), dot(&sa, &sa)]);
+    }
+
+    #[test]
+    fn remembered_keys_are_bounded() {
+        let l = Learner::new(LearnConfig {
+            max_outcomes: 3,
+            ..LearnConfig::default()
+        });
+        for i in 0..5 {
+            l.observe(&obs(&format!("r{i}"), "m", None, 1.0));
+        }
+        assert_eq!(l.outcomes("ws"), 5);
+        let ws = l.workspace("ws").unwrap();
+        assert_eq!(ws.read().unwrap().obs.len(), 3);
+        // r4 is remembered: replaced, not counted twice.
+        l.observe(&obs("r4", "m", None, 0.0));
+        let w = ws.read().unwrap();
+        let id = w.models["m"];
+        assert_eq!(w.totals[&id].w, 5.0);
+        assert_eq!(w.totals[&id].wy, 4.0);
+        drop(w);
+        // r0 was forgotten: it counts again (its first value stays in the sums).
+        l.observe(&obs("r0", "m", None, 1.0));
+        let w = ws.read().unwrap();
+        assert_eq!(w.totals[&id].w, 6.0);
+        assert_eq!(w.obs.len(), 3);
+        assert_eq!(w.count, 6);
     }
 
     #[test]
