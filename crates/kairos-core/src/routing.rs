@@ -19,7 +19,7 @@ use kairos_router::receipt::{
     BarInfo, ClassificationInfo, LearningInfo, Receipt, ReceiptContext, Sources, TaskProb,
     TokenEstimate,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::ModelMode;
 use crate::error::{ClientError, GatewayError};
@@ -298,7 +298,110 @@ impl Router {
     }
 }
 
+/// A workspace's learned state, for `GET /admin/v1/workspaces/{id}/learning`: where its own
+/// outcomes have taken over from the priors.
+#[derive(Debug, Clone, Serialize)]
+pub struct LearningSummary {
+    pub workspace: String,
+    /// Whether routing uses learned estimates (`[routing.learning] enabled`).
+    pub enabled: bool,
+    /// Share of `auto` requests that explore.
+    pub explore: f64,
+    /// Distinct outcomes recorded for the workspace.
+    pub outcomes: u64,
+    /// Embedded outcomes held for the prompt-level (neighbour) estimates.
+    pub embedded_points: usize,
+    /// Per (task type, model) with outcomes: the task-level estimate (before any prompt-level
+    /// evidence) against the prior.
+    pub estimates: Vec<LearnedRow>,
+    /// Per model: outcome weight recorded without a task type (pinned requests); it counts in
+    /// the model level of every task's estimate.
+    pub untasked: Vec<UntaskedRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LearnedRow {
+    pub task: TaskType,
+    pub model: String,
+    /// Summed outcome weight (explicit feedback 1 each, implicit signals less).
+    pub outcomes: f64,
+    /// The global prior's mean for (model, task); `null` for a model the quality table does
+    /// not rate.
+    pub prior_mean: Option<f64>,
+    /// The learned estimate and its 90% interval.
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+    /// Share of the estimate that is still the prior (0: all the workspace's data).
+    pub prior_share: f64,
+    pub dominated_by: kairos_router::learn::Dominance,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UntaskedRow {
+    pub model: String,
+    pub outcomes: f64,
+}
+
 impl Router {
+    /// The learned state of `workspace` (`None` if it has no outcome).
+    pub fn learning_summary(&self, workspace: &str) -> Option<LearningSummary> {
+        let obs = self.learner.observed(workspace)?;
+        let mut estimates = Vec::new();
+        let mut untasked = Vec::new();
+        for (task, model, w) in &obs.pairs {
+            let Some(task) = task else {
+                untasked.push(UntaskedRow {
+                    model: model.clone(),
+                    outcomes: *w,
+                });
+                continue;
+            };
+            let prior = match self.base.iter().find(|c| &c.model == model) {
+                Some(c) => c.quality,
+                None => {
+                    let mut q = [None; 12];
+                    for t in TaskType::ALL {
+                        q[t.index()] = self.quality.get(model, t).map(|e| (e.mean, e.std));
+                    }
+                    q
+                }
+            };
+            let est = self.learner.estimate(
+                workspace,
+                &[*task],
+                None,
+                &[Query {
+                    model,
+                    prior: &prior,
+                }],
+            );
+            let Some(e) = est.first().and_then(|v| v.first()) else {
+                continue;
+            };
+            estimates.push(LearnedRow {
+                task: *task,
+                model: model.clone(),
+                outcomes: *w,
+                prior_mean: e.prior_mean,
+                mean: e.mean,
+                low: e.low,
+                high: e.high,
+                prior_share: e.prior_share,
+                dominated_by: e.dominated_by,
+            });
+        }
+        Some(LearningSummary {
+            workspace: workspace.to_owned(),
+            enabled: self.config.learning_enabled,
+            explore: self.learner.config().explore,
+            outcomes: obs.outcomes,
+            embedded_points: obs.points,
+            estimates,
+            untasked,
+        })
+    }
+
     /// Run the funnel on the learned estimates for this prompt (or on the priors when learning
     /// is off). Returns the decision, the receipt's learning section and the prompt's quantised
     /// embedding for the ledger row.

@@ -393,6 +393,17 @@ pub struct Query<'a> {
     pub prior: &'a [Option<(f64, f64)>; 12],
 }
 
+/// What a workspace has outcomes for ([`Learner::observed`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// Distinct outcomes recorded.
+    pub outcomes: u64,
+    /// Embedded outcomes held for the neighbour search.
+    pub points: usize,
+    /// (task type, model, summed outcome weight), sorted by task then model.
+    pub pairs: Vec<(Option<TaskType>, String, f64)>,
+}
+
 /// The learner: every workspace's state, shared by all requests of the process.
 #[derive(Debug, Default)]
 pub struct Learner {
@@ -502,6 +513,53 @@ impl Learner {
     pub fn outcomes(&self, workspace: &str) -> usize {
         self.workspace(workspace).map_or(0, |w| {
             usize::try_from(w.read().unwrap_or_else(|e| e.into_inner()).count).unwrap_or(usize::MAX)
+        })
+    }
+
+    /// What `workspace` has outcomes for: every (task type, model) pair with its summed outcome
+    /// weight (task `None`: outcomes recorded without a task, e.g. on pinned requests), the
+    /// distinct outcomes recorded and the embedded points held. `None` for a workspace without
+    /// any outcome.
+    pub fn observed(&self, workspace: &str) -> Option<Observed> {
+        let state = self.workspace(workspace)?;
+        let w = state.read().unwrap_or_else(|e| e.into_inner());
+        let mut names = vec![String::new(); w.models.len()];
+        for (m, &i) in &w.models {
+            if let Some(n) = names.get_mut(i as usize) {
+                n.clone_from(m);
+            }
+        }
+        let name = |id: u32| names.get(id as usize).cloned().unwrap_or_default();
+        let mut pairs: Vec<(Option<TaskType>, String, f64)> = w
+            .tasks
+            .iter()
+            .filter(|(_, s)| s.w > 0.0)
+            .filter_map(|(&(t, m), s)| {
+                TaskType::ALL
+                    .get(usize::from(t))
+                    .map(|t| (Some(*t), name(m), s.w))
+            })
+            .collect();
+        // Outcomes without a task: the model's total minus its per-task sums.
+        for (&m, tot) in &w.totals {
+            let tasked: f64 = w
+                .tasks
+                .iter()
+                .filter(|((_, mm), _)| *mm == m)
+                .map(|(_, s)| s.w)
+                .sum();
+            let rest = tot.w - tasked;
+            if rest > 1e-9 {
+                pairs.push((None, name(m), rest));
+            }
+        }
+        pairs.sort_by(|a, b| {
+            (a.0.map(TaskType::index), &a.1).cmp(&(b.0.map(TaskType::index), &b.1))
+        });
+        Some(Observed {
+            outcomes: w.count,
+            points: w.pmodel.len(),
+            pairs,
         })
     }
 

@@ -46,6 +46,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/admin/v1/workspaces/{id}/usage", get(workspace_usage))
         .route(
+            "/admin/v1/workspaces/{id}/learning",
+            get(workspace_learning),
+        )
+        .route(
             "/admin/v1/workspaces/{id}/credentials",
             get(list_credentials),
         )
@@ -757,6 +761,31 @@ async fn workspace_usage(
         .await
         .map_err(store_err)?;
     Ok(ok(StatusCode::OK, &json!({"workspace_id": ws, "usage": u})))
+}
+
+/// The workspace's learned routing state: per (task, model) with outcomes, the learned
+/// estimate against the prior and which of the two dominates. An empty state (no outcome yet) is
+/// a 200 with no rows, not a 404: the workspace exists.
+async fn workspace_learning(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(ws): Path<String>,
+) -> Reply {
+    let a = admin(&st, &headers).await?;
+    find_workspace(&st, &a, &ws).await?;
+    let body = match st.gateway.learning_summary(&ws) {
+        Some(s) => serde_json::to_value(&s).unwrap_or_else(|_| json!({})),
+        None => json!({
+            "workspace": ws,
+            "enabled": st.gateway.learning_enabled(),
+            "explore": st.gateway.learner().config().explore,
+            "outcomes": 0,
+            "embedded_points": 0,
+            "estimates": [],
+            "untasked": [],
+        }),
+    };
+    Ok(ok(StatusCode::OK, &body))
 }
 
 async fn key_usage(

@@ -890,6 +890,52 @@ async fn live_answers_match_the_document() {
         .0,
         400
     );
+    // The learned state: the pinned request's implicit signal counts for its model, without a
+    // task type; an `auto` request adds a (task, model) estimate against its prior.
+    let (s, v) = c
+        .call(
+            "get",
+            &format!("/admin/v1/workspaces/{a}/learning"),
+            aa,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["outcomes"], json!(1), "{v}");
+    assert_eq!(v["untasked"][0]["model"], json!("gpt-4o-mini"), "{v}");
+    assert_eq!(v["estimates"], json!([]), "{v}");
+    let r = gw
+        .chat_as(
+            &member,
+            json!({"model": "auto", "messages": user("Write a Python function that reverses a list.")}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    gw.row(&common::request_id(&r)).await;
+    let (s, v) = c
+        .call(
+            "get",
+            &format!("/admin/v1/workspaces/{a}/learning"),
+            m,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["outcomes"], json!(2), "{v}");
+    let e = &v["estimates"][0];
+    assert_eq!(e["task"], json!("code"), "{v}");
+    assert_eq!(
+        e["dominated_by"],
+        json!("prior"),
+        "one outcome does not outweigh a prior: {v}"
+    );
+    assert!(e["prior_share"].as_f64().unwrap() > 0.5, "{v}");
+    assert_eq!(
+        c.call("get", "/admin/v1/workspaces/ws_nope/learning", m, None)
+            .await
+            .0,
+        404
+    );
     assert_eq!(
         c.call("get", "/admin/v1/workspaces/ws_nope/usage", m, None)
             .await

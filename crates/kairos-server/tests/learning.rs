@@ -254,3 +254,77 @@ async fn replicas_share_learned_state_and_a_restart_keeps_it() {
         .await
         .unwrap();
 }
+
+/// The shift from prior to learned routing is visible per workspace on the admin API: before
+/// any outcome the workspace has no estimates; after its outcomes for (translation,
+/// gpt-4o-mini) outweigh the prior, that row is dominated by the workspace's data and far below
+/// its prior. Another workspace sees none of it.
+#[tokio::test]
+async fn the_shift_to_learned_routing_is_visible_per_workspace() {
+    let gw = start_with(ROUTING, MockConfig::default()).await;
+    let ws = workspace(&gw, "translators", json!({})).await;
+    let other = workspace(&gw, "others", json!({})).await;
+    let (_, k) = key(&gw, MASTER, &ws, json!({"name": "svc"})).await;
+    let learning = |w: String| {
+        let gw = &gw;
+        async move {
+            let (s, v) = gw
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/admin/v1/workspaces/{w}/learning"),
+                    Some(MASTER),
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    let v = learning(ws.clone()).await;
+    assert_eq!(
+        (v["outcomes"].clone(), v["estimates"].clone()),
+        (json!(0), json!([])),
+        "{v}"
+    );
+    // 30 requests, each with a failing score for gpt-4o-mini, whichever model served it
+    // (feedback may name a model the request did not use: offline labels).
+    let mut served = Vec::new();
+    for i in 0..30 {
+        let r = gw.chat_as(&k, prompt(i)).await;
+        assert_eq!(r.status(), 200);
+        let id = request_id(&r);
+        served.push(r.headers()["x-kairos-model"].to_str().unwrap().to_owned());
+        let _ = r.bytes().await;
+        let f = gw
+            .http
+            .post(format!("{}/v1/feedback", gw.url))
+            .bearer_auth(&k)
+            .header("content-type", "application/json")
+            .body(json!({"request_id": id, "score": 0.0, "model": "gpt-4o-mini"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(f.status(), 200, "{}", f.text().await.unwrap());
+    }
+    assert_eq!(served[0], "gpt-4o-mini");
+    assert_eq!(served.last().unwrap(), "gpt-4o", "{served:?}");
+    let v = learning(ws.clone()).await;
+    let row = v["estimates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "gpt-4o-mini" && r["task"] == "translation")
+        .unwrap_or_else(|| panic!("no (translation, gpt-4o-mini) row: {v}"));
+    assert_eq!(row["dominated_by"], "workspace", "{v}");
+    assert!(row["prior_share"].as_f64().unwrap() < 0.5, "{row}");
+    let (mean, prior) = (
+        row["mean"].as_f64().unwrap(),
+        row["prior_mean"].as_f64().unwrap(),
+    );
+    assert!(mean < prior - 0.2, "{row}");
+    assert!(row["outcomes"].as_f64().unwrap() >= 30.0, "{row}");
+    assert!(v["embedded_points"].as_u64().unwrap() >= 2, "{v}");
+    // Workspaces do not share learned state.
+    let v = learning(other).await;
+    assert_eq!(v["outcomes"], json!(0), "{v}");
+}

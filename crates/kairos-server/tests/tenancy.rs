@@ -74,6 +74,11 @@ async fn keys_authenticate_attribute_and_stay_in_their_workspace() {
             Some(json!({"name": "evil"})),
         ),
         (Method::GET, format!("/admin/v1/workspaces/{b}/usage"), None),
+        (
+            Method::GET,
+            format!("/admin/v1/workspaces/{b}/learning"),
+            None,
+        ),
         (Method::GET, format!("/admin/v1/keys/{member_b_id}"), None),
         (
             Method::PATCH,
