@@ -588,16 +588,7 @@ async fn put_credential(
     if b.api_key.trim().is_empty() || b.api_key.len() > 4096 {
         return Err(bad("`api_key` must be 1 to 4096 characters"));
     }
-    let Some(keys) = st.gateway.keys() else {
-        return Err(err(GatewayError::Internal(InternalError::Unavailable(
-            "the key table".into(),
-        ))));
-    };
-    let Some(ring) = keys.keyring() else {
-        return Err(err(GatewayError::Internal(InternalError::Unavailable(
-            "credential storage (set KAIROS_SECRET_KEY to enable it)".into(),
-        ))));
-    };
+    let ring = keyring(&st)?;
     let aad = kairos_core::tenancy::credential_aad(&ws, &provider);
     let sealed = ring.seal(b.api_key.trim(), &aad).map_err(|e| {
         tracing::warn!(error = %e, "sealing a credential failed");
@@ -638,7 +629,9 @@ async fn put_credential(
         .put_credential(&rec, &entry)
         .await
         .map_err(store_err)?;
-    if let Err(e) = keys.reload().await {
+    if let Some(k) = st.gateway.keys()
+        && let Err(e) = k.reload().await
+    {
         tracing::warn!(error = %e, "key table reload failed; the credential applies at the next refresh");
     }
     Ok(no_content())
@@ -694,6 +687,20 @@ async fn delete_credential(
     Ok(no_content())
 }
 
+/// The credential keyring, or 503 when the gateway has no key table or no `KAIROS_SECRET_KEY`.
+fn keyring(st: &AppState) -> Result<&kairos_vault::Keyring, Response<Body>> {
+    let keys = st.gateway.keys().ok_or_else(|| {
+        err(GatewayError::Internal(InternalError::Unavailable(
+            "the key table".into(),
+        )))
+    })?;
+    keys.keyring().ok_or_else(|| {
+        err(GatewayError::Internal(InternalError::Unavailable(
+            "credential storage (set KAIROS_SECRET_KEY to enable it)".into(),
+        )))
+    })
+}
+
 /// `POST /admin/v1/credentials/reseal`: after a key rotation, re-seals every stored credential
 /// of every workspace that is still under an older key of the keyring (master key only: it spans
 /// workspaces). Each credential is written with its own audit entry; the run itself gets one
@@ -705,16 +712,7 @@ async fn reseal_credentials(State(st): State<Arc<AppState>>, headers: HeaderMap)
             "only the master key re-seals credentials (it spans every workspace)",
         ));
     }
-    let Some(keys) = st.gateway.keys() else {
-        return Err(err(GatewayError::Internal(InternalError::Unavailable(
-            "the key table".into(),
-        ))));
-    };
-    let Some(ring) = keys.keyring() else {
-        return Err(err(GatewayError::Internal(InternalError::Unavailable(
-            "credential storage (set KAIROS_SECRET_KEY to enable it)".into(),
-        ))));
-    };
+    let ring = keyring(&st)?;
     let report = kairos_core::tenancy::reseal_credentials(&st.store, ring, &a.actor)
         .await
         .map_err(store_err)?;
