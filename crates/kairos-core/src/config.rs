@@ -166,6 +166,15 @@ pub struct StorageSection {
     /// Longest wait for one Redis decision before rate limits fall back to the local limiter
     /// and budgets refuse (default 50).
     pub redis_timeout_ms: Option<u64>,
+    /// Budget leases: longest use of one block of budget reserved in Redis (default 30000;
+    /// 0: every reservation is a Redis call).
+    pub budget_lease_max_age_ms: Option<u64>,
+    /// How often a live budget lease is confirmed in Redis (default 500).
+    pub budget_lease_validate_ms: Option<u64>,
+    /// Steady demand a scope set needs before a budget lease is taken (default 1000).
+    pub budget_lease_warmup_ms: Option<u64>,
+    /// Rate leases: longest use of a block of rate units (default 20; 0: exact GCRA).
+    pub rate_lease_ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -426,6 +435,17 @@ pub struct StorageConfig {
     /// None: rate limits and budgets in process.
     pub redis_url: Option<SecretString>,
     pub redis_timeout: Duration,
+    /// Lease settings of the rate limits and budgets (`kairos_limits::LimitsOptions`).
+    pub leases: LeaseConfig,
+}
+
+/// `[storage]` lease settings, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseConfig {
+    pub budget_lease_max_age: Duration,
+    pub budget_lease_validate: Duration,
+    pub budget_lease_warmup: Duration,
+    pub rate_lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -713,6 +733,44 @@ impl FileConfig {
             );
         }
         let redis_timeout = Duration::from_millis(redis_timeout_ms.clamp(1, 60_000));
+        let mut lease_ms =
+            |value: Option<u64>, default: u64, key: &'static str, lo: u64, hi: u64| {
+                let v = value.unwrap_or(default);
+                if !(lo..=hi).contains(&v) {
+                    issues.push(key, format!("must be between {lo} and {hi}"));
+                }
+                Duration::from_millis(v.clamp(lo, hi))
+            };
+        let leases = LeaseConfig {
+            budget_lease_max_age: lease_ms(
+                self.storage.budget_lease_max_age_ms,
+                30_000,
+                "storage.budget_lease_max_age_ms",
+                0,
+                300_000,
+            ),
+            budget_lease_validate: lease_ms(
+                self.storage.budget_lease_validate_ms,
+                500,
+                "storage.budget_lease_validate_ms",
+                10,
+                60_000,
+            ),
+            budget_lease_warmup: lease_ms(
+                self.storage.budget_lease_warmup_ms,
+                1_000,
+                "storage.budget_lease_warmup_ms",
+                0,
+                600_000,
+            ),
+            rate_lease_ttl: lease_ms(
+                self.storage.rate_lease_ttl_ms,
+                20,
+                "storage.rate_lease_ttl_ms",
+                0,
+                1_000,
+            ),
+        };
         if let Some(u) = &redis_url
             && !(u.starts_with("redis://") || u.starts_with("rediss://"))
         {
@@ -1189,6 +1247,7 @@ impl FileConfig {
                 database_url: database_url.map(SecretString::from),
                 redis_url: redis_url.map(SecretString::from),
                 redis_timeout,
+                leases,
             },
             master_key: master_key.map(SecretString::from),
             secret_key: secret_key.map(SecretString::from),
@@ -1348,5 +1407,32 @@ price = { input = -1.0, output = 2.0 }
             ("KAIROS_MASTER_KEY", "kr-master-0123456789abcdef"),
         ]);
         f.validate(&env).unwrap();
+    }
+
+    #[test]
+    fn lease_settings_have_defaults_and_are_range_checked() {
+        let env = MapEnv::from([("OPENAI_API_KEY", "sk-test")]);
+        let cfg = FileConfig::parse("").unwrap().validate(&env).unwrap();
+        assert_eq!(
+            cfg.storage.leases.budget_lease_max_age,
+            Duration::from_secs(30)
+        );
+        assert_eq!(cfg.storage.leases.rate_lease_ttl, Duration::from_millis(20));
+        let cfg =
+            FileConfig::parse("[storage]\nbudget_lease_max_age_ms = 0\nrate_lease_ttl_ms = 0\n")
+                .unwrap()
+                .validate(&env)
+                .unwrap();
+        assert!(cfg.storage.leases.budget_lease_max_age.is_zero());
+        assert!(cfg.storage.leases.rate_lease_ttl.is_zero());
+        let err = FileConfig::parse(
+            "[storage]\nrate_lease_ttl_ms = 5000\nbudget_lease_validate_ms = 1\n",
+        )
+        .unwrap()
+        .validate(&env)
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("storage.rate_lease_ttl_ms"), "{text}");
+        assert!(text.contains("storage.budget_lease_validate_ms"), "{text}");
     }
 }

@@ -64,6 +64,18 @@ pub struct Reservation {
     pub(crate) amount_micros: i64,
     pub(crate) backend: Backend,
     pub(crate) scopes: Vec<ReservedScope>,
+    /// Set when the reservation was taken from this replica's budget lease (decided in
+    /// process, no Redis call): the lease it came from.
+    pub(crate) lease: Option<LeaseRef>,
+}
+
+/// The lease a [`Reservation`] was taken from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeaseRef {
+    /// The scope set's key in the replica's lease table.
+    pub set: String,
+    /// The lease's request id in Redis (`lease:{replica}:{seq}`).
+    pub id: String,
 }
 
 impl Reservation {
@@ -91,7 +103,17 @@ impl Reservation {
         &self.scopes
     }
 
+    /// The id of the budget lease this reservation was taken from (decided in process, from
+    /// money this replica already holds in Redis), or `None` for a reservation made in the
+    /// store itself.
+    #[must_use]
+    pub fn lease_id(&self) -> Option<&str> {
+        self.lease.as_ref().map(|l| l.id.as_str())
+    }
+
     /// The smallest amount any scope had left after this reservation (for a response header).
+    /// For a leased reservation: what Redis reported when the lease was taken, plus what the
+    /// lease still holds unused (this replica's view).
     #[must_use]
     pub fn min_remaining_micros(&self) -> Option<i64> {
         self.scopes.iter().map(|s| s.remaining_micros).min()

@@ -6,23 +6,85 @@
 //! * **Rate limits** ([`Limits::check_rates`]): requests per minute and tokens per minute, per
 //!   key and per workspace, with GCRA (see [GCRA](#gcra) below). One decision
 //!   checks several limiters atomically: all pass and are charged, or none is charged. Exact
-//!   across replicas. TPM estimates are corrected afterwards with [`Limits::adjust_rate`].
+//!   across replicas without rate leases; with them (the default), within one
+//!   `rate_lease_ttl` of the rate ([Leases](#leases)). TPM estimates are corrected afterwards
+//!   with [`Limits::adjust_rate`].
 //! * **Budgets** ([`Limits::reserve`], [`Limits::settle`], [`Limits::release`]): micro-USD per
 //!   scope and per [`Period`] (UTC day, UTC month, lifetime). A request reserves its worst case
 //!   in all its scopes atomically, then settles the actual cost exactly once per request id.
+//!   A hot scope set is served from a per-replica budget lease, in process; the limit is never
+//!   overrun ([Leases](#leases)).
 //!
 //! # Backends and failure modes
 //!
 //! | situation | rate limits | budgets |
 //! | --- | --- | --- |
-//! | Redis answers within [`LimitsOptions::redis_timeout`] | Redis, exact across replicas | Redis |
-//! | Redis down, slow, or breaker open | this replica's [`LocalRateLimiter`] (each replica admits the full limit), `kairos_ratelimit_fallback_total` += 1 | [`BudgetError::Unavailable`] (fail closed: answer 503), `kairos_budget_unavailable_total` += 1 |
-//! | [`Limits::local_only`] (no Redis configured) | local | in process memory, seeded from the [`SpendSource`] |
+//! | Redis answers within [`LimitsOptions::redis_timeout`] | Redis (exact across replicas), or in process against a rate lease: bound `r·(D + rate_lease_ttl) + burst` (see [Leases](#leases)) | Redis, or in process against a budget lease: never more than the limit |
+//! | Redis down, slow, or breaker open | this replica's [`LocalRateLimiter`] (each replica admits the full limit), `kairos_ratelimit_fallback_total` += 1; a live rate lease is used until its ttl ends | [`BudgetError::Unavailable`] (fail closed: answer 503), `kairos_budget_unavailable_total` += 1; a live budget lease keeps admitting (its money is held in Redis) until its last confirmation is `2 × lease_validate_interval` old |
+//! | Redis flushed or restarted (counters re-seeded from the ledger, holds gone) | counters start from a full bucket (as before) | a live lease is not backed any more: retired at the first settlement that finds its hold gone (`lease_lost`) or at its next validation; see the bound below |
+//! | [`Limits::local_only`] (no Redis configured) | local | in process memory, seeded from the [`SpendSource`]; no leases |
 //!
-//! [`RateDecision::backend`] says which store decided. Every Redis call is bounded by the
+//! [`RateDecision::backend`] says which store decided ([`RateDecision::leased`]: in process
+//! against a lease); [`Reservation::lease_id`] says whether a reservation came from a lease.
+//! `kairos_limits_decisions_total{check, decided_by}` counts decisions taken from a `lease`,
+//! by `redis` or `local`ly. Every Redis call is bounded by the
 //! timeout, connection wait included; after [`LimitsOptions::breaker_threshold`] consecutive
 //! failures calls skip Redis for [`LimitsOptions::breaker_cooldown`], then probe it again, on a
 //! fresh connection. When Redis is back, it is used again.
+//!
+//! # Leases
+//!
+//! A Redis round trip costs more than the admission budget of a request (~20 µs), so a replica
+//! takes blocks of budget and of rate from Redis ahead of demand and decides the common
+//! admission in process; Redis calls happen in spawned tasks (lease refills, validation,
+//! give-backs) and in the settlement, after the response.
+//!
+//! **Budget leases** (exact in the sense "never overrun"). A lease is an ordinary reservation
+//! of `L` micro-USD under the request id `lease:{replica id}:{seq}` over the merged scope set.
+//! A request whose amount fits in the lease's `available` takes it in process (no Redis call);
+//! otherwise it is reserved in Redis as before, and the lease that could not cover it is
+//! retired. After a reservation in Redis, a lease is fetched (a spawned task, at most one per
+//! scope set) when the scope set has had steady demand for [`LimitsOptions::lease_warmup`] and
+//! `L = min(remaining / 16, 64 · amount, amount · requests in the last second) ≥ 4 · amount`;
+//! the next lease is prefetched when `available < L / 2`. Near the end of a budget (less than
+//! 64 requests' worth left) `L` is too small and every reservation is exact again. A lease is
+//! used while it is younger than [`LimitsOptions::lease_max_age`] (at most half the
+//! reservation ttl), in the period it was reserved in (local clock), not lost, and confirmed in
+//! Redis within `2 × lease_validate_interval`. Its settlement (one script) checks the
+//! request's finalized marker, moves the request's part out of the lease's hold and charges
+//! the actual cost to `spent`; a release sets the marker and gives the part back to the lease.
+//! A retired lease is released in Redis (returning what it still holds) once its requests
+//! have all finished. Because every leased micro-dollar is held in Redis, `spent + reserved ≤
+//! limit` holds in every scope at all times. The price: up to one lease per replica and scope
+//! set is held but unused (admitted by nobody) until the lease is used up or retired, so near
+//! the limit a replica may refuse while another replica's lease still holds money (under-
+//! admission, never over-admission); and a request served from a lease holds its money for at
+//! least `reservation_ttl − lease_max_age` rather than `reservation_ttl`.
+//!
+//! Residual bounds. *Crash*: the lease's hold stays until the reservation ttl (money held,
+//! never overspent); settled spend is already in Redis and the ledger. *Flush or restart of
+//! Redis*: the counters are re-seeded from the ledger with no holds, so a live lease's
+//! `available` is not backed; until the replica notices (the first settlement reporting
+//! `lease_lost`, or the validation every `lease_validate_interval`, at most `2 ×` that with the
+//! lease unusable without confirmation) it may admit at most that lease's `available` (≤ 64
+//! requests, ≤ 1/16 of what was left) per replica and scope set beyond the limit. That is on
+//! top of the exposure a flush already has without leases (in-flight holds are lost too).
+//!
+//! **Rate leases** (declared, bounded slack). Exact GCRA per decision needs a Redis round trip;
+//! with [`LimitsOptions::rate_lease_ttl`] > 0 a replica whose local demand for a set of
+//! limiters is high takes `L` requests' worth in one GCRA decision (every limiter of the
+//! decision at once, each in its own units: `L` requests, `L ×` the request's tokens) and
+//! admits the next requests against it in process for at most the ttl.
+//! `L = clamp(local rate · ttl, 1, per_minute / 100)` per limiter (and within the burst); at
+//! `L = 1` (small limits, low traffic) the decision is the exact script. A lease that does not
+//! fit (a limiter near its limit) falls back to the exact decision for that request, and no
+//! lease is tried for one ttl. Units unused when the lease ends are given back
+//! (`gcra_adjust`, negative) when the next decision finds it ended. Bound: a leased unit was
+//! charged to the shared TAT at most `ttl` before it is used, so over any interval `D` at most
+//! `r · (D + ttl) + burst` units pass across all replicas (with `ttl = 0`, exactly the old
+//! `r · D + burst`). Headers of a local decision come from the lease: `limit` = the burst,
+//! `remaining` = what Redis reported after charging the lease + the lease's units left (at
+//! most the limit), `reset` = Redis' reset at the grant minus the time since.
 //!
 //! # GCRA
 //!
@@ -54,6 +116,11 @@
 //! | `{prefix}bg:{period}:{period id}:ra:{scope}` | hash | request id → reserved amount | as the hash |
 //! | `{prefix}bg:done:{request id}` | string | `settled` or `released` | [`LimitsOptions::finalized_ttl`] |
 //!
+//! A budget lease is a reservation like any other: its request id `lease:{replica}:{seq}` is in
+//! `rx` (expiry) and `ra` (what it still holds: its size minus the parts of the requests
+//! settled from it), and counts in the hash's `reserved`; releasing it sets its own `done`
+//! marker. The requests taken from a lease have a `done` marker but no `rx`/`ra` entry.
+//!
 //! `period` is `day`, `month` or `lifetime`; `period id` is days since the epoch, `year·12 +
 //! month − 1`, or 0. The budget scripts derive the per-period key names from Redis `TIME`
 //! inside Lua (so a replica's clock cannot open a period early), which is why they are built
@@ -67,12 +134,19 @@
 //! a rate decision reads every TAT, decides, and writes all or nothing; a reservation checks
 //! `spent + reserved + amount ≤ limit` in every scope and writes all or nothing; a settlement
 //! checks the request's finalized marker, moves reservation to spend and sets the marker in the
-//! same script, so a replayed settlement charges once.
+//! same script, so a replayed settlement charges once. A lease is taken by the reserve script
+//! (all scopes or none); the settlement of a leased request checks its marker, moves its part
+//! out of the lease's hold, charges `spent` and sets the marker in one script
+//! (`budget_lease_finalize.lua`); in process, a lease's `available` is changed under one mutex,
+//! so two requests never take the same micro-dollar. A rate lease is one GCRA decision (all
+//! limiters or none).
 
 mod budget;
+mod lease;
 mod local_budget;
 mod period;
 mod rate;
+mod rate_lease;
 mod redis_store;
 
 use std::sync::Arc;
@@ -90,8 +164,10 @@ pub use crate::period::{
 pub use crate::rate::{Backend, LimiterStatus, LocalRateLimiter, RateCheck, RateDecision};
 
 use crate::budget::{FinalizeMode, ReserveOutcome, SeedRequest, StatusOutcome};
+use crate::lease::BudgetLeases;
 use crate::local_budget::LocalBudgets;
 use crate::rate::{Params, adjust_span, build_decision};
+use crate::rate_lease::RateLeases;
 use crate::redis_store::{CallError, RedisStore, StoreSettings};
 
 /// Rate decisions taken by the local limiter because Redis did not answer, by `reason`
@@ -100,6 +176,11 @@ pub const RATE_FALLBACK_TOTAL: &str = "kairos_ratelimit_fallback_total";
 /// Budget operations refused because Redis did not answer, by `op` (`reserve`, `settle`,
 /// `release`, `status`, `seed`) and `reason`.
 pub const BUDGET_UNAVAILABLE_TOTAL: &str = "kairos_budget_unavailable_total";
+
+/// Admission decisions by `check` (`budget`, `rate`) and `decided_by`: `lease` (in process,
+/// against a lease this replica holds in Redis), `redis` (one Redis script), `local` (no
+/// Redis configured, or the rate fallback).
+pub const DECISIONS_TOTAL: &str = "kairos_limits_decisions_total";
 
 /// Registers the descriptions of this crate's metrics with the installed recorder.
 pub fn describe_metrics() {
@@ -110,6 +191,10 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         BUDGET_UNAVAILABLE_TOTAL,
         "Budget operations refused (fail closed) because Redis did not answer."
+    );
+    metrics::describe_counter!(
+        DECISIONS_TOTAL,
+        "Admission decisions (budget reservations, rate decisions) by where they were decided: lease (in process), redis or local."
     );
 }
 
@@ -139,6 +224,22 @@ pub struct LimitsOptions {
     pub breaker_cooldown: Duration,
     /// Longest wait for the [`SpendSource`] when seeding a counter. Default 2 s.
     pub seed_timeout: Duration,
+    /// Budget leases (see [Leases](crate#leases)): the longest a replica admits requests
+    /// against one block of budget it reserved in Redis. Zero disables budget leases (every
+    /// reservation is one Redis script). Capped at half of `reservation_ttl`. Default 30 s.
+    pub lease_max_age: Duration,
+    /// How often a live budget lease is checked against Redis (its hold still exists); a lease
+    /// not confirmed for twice this long is not used. Default 500 ms.
+    pub lease_validate_interval: Duration,
+    /// How long a scope set must have had steady demand on this replica (no gap over 1 s)
+    /// before a lease is taken for it; until then reservations are exact. Keeps short bursts
+    /// exact (no budget stranded in a lease nobody uses). Default 1 s.
+    pub lease_warmup: Duration,
+    /// Rate leases (see [Leases](crate#leases)): how long a block of rate units taken in
+    /// one GCRA decision may be used in process. Adds at most `rate × rate_lease_ttl` to the
+    /// GCRA bound. Zero disables rate leases (every decision is one Redis script, exact).
+    /// Default 20 ms.
+    pub rate_lease_ttl: Duration,
 }
 
 impl Default for LimitsOptions {
@@ -153,6 +254,10 @@ impl Default for LimitsOptions {
             breaker_threshold: 3,
             breaker_cooldown: Duration::from_millis(500),
             seed_timeout: Duration::from_secs(2),
+            lease_max_age: Duration::from_secs(30),
+            lease_validate_interval: Duration::from_millis(500),
+            lease_warmup: Duration::from_secs(1),
+            rate_lease_ttl: Duration::from_millis(20),
         }
     }
 }
@@ -207,6 +312,8 @@ struct Inner {
     redis: Option<RedisStore>,
     local_rates: LocalRateLimiter,
     local_budgets: LocalBudgets,
+    budget_leases: BudgetLeases,
+    rate_leases: RateLeases,
     spend: Arc<dyn SpendSource>,
     origin: Instant,
 }
@@ -278,6 +385,8 @@ impl Limits {
                 redis,
                 local_rates: LocalRateLimiter::new(),
                 local_budgets: LocalBudgets::default(),
+                budget_leases: BudgetLeases::new(),
+                rate_leases: RateLeases::default(),
                 spend,
                 origin: Instant::now(),
             }),
@@ -316,17 +425,73 @@ impl Limits {
         if checks.is_empty() {
             return RateDecision::unlimited(self.backend());
         }
-        let params: Vec<Params> = checks.iter().map(Params::of).collect();
         if let Some(redis) = &self.inner.redis {
-            match redis.check_rates(checks, &params).await {
-                Ok((allowed, now_us, tats)) => {
-                    return build_decision(checks, &params, allowed, now_us, &tats, Backend::Redis);
+            let n = if self.rate_leases_enabled() {
+                match self.rate_lease_take(checks) {
+                    Ok(d) => {
+                        counter!(DECISIONS_TOTAL, "check" => "rate", "decided_by" => "lease")
+                            .increment(1);
+                        return d;
+                    }
+                    Err(n) => n,
                 }
-                Err(e) => {
-                    counter!(RATE_FALLBACK_TOTAL, "reason" => e.reason()).increment(1);
+            } else {
+                1
+            };
+            let mut reachable = true;
+            if n > 1 {
+                // One decision for `n` requests' worth: this request and a lease for the next.
+                let leased: Vec<RateCheck> = checks
+                    .iter()
+                    .map(|c| RateCheck {
+                        cost: c.cost.saturating_mul(n),
+                        ..c.clone()
+                    })
+                    .collect();
+                let params: Vec<Params> = leased.iter().map(Params::of).collect();
+                let d = match redis.check_rates(&leased, &params).await {
+                    Ok((allowed, now_us, tats)) => Some(build_decision(
+                        &leased,
+                        &params,
+                        allowed,
+                        now_us,
+                        &tats,
+                        Backend::Redis,
+                    )),
+                    Err(e) => {
+                        counter!(RATE_FALLBACK_TOTAL, "reason" => e.reason()).increment(1);
+                        reachable = false;
+                        None
+                    }
+                };
+                if let Some(d) = self.rate_lease_install(checks, n, d) {
+                    counter!(DECISIONS_TOTAL, "check" => "rate", "decided_by" => "redis")
+                        .increment(1);
+                    return d;
+                }
+            }
+            if reachable {
+                let params: Vec<Params> = checks.iter().map(Params::of).collect();
+                match redis.check_rates(checks, &params).await {
+                    Ok((allowed, now_us, tats)) => {
+                        counter!(DECISIONS_TOTAL, "check" => "rate", "decided_by" => "redis")
+                            .increment(1);
+                        return build_decision(
+                            checks,
+                            &params,
+                            allowed,
+                            now_us,
+                            &tats,
+                            Backend::Redis,
+                        );
+                    }
+                    Err(e) => {
+                        counter!(RATE_FALLBACK_TOTAL, "reason" => e.reason()).increment(1);
+                    }
                 }
             }
         }
+        counter!(DECISIONS_TOTAL, "check" => "rate", "decided_by" => "local").increment(1);
         self.inner.local_rates.check_at(checks, self.local_now_us())
     }
 
@@ -391,32 +556,57 @@ impl Limits {
             )));
         }
         let scopes = merge_scopes(scopes);
-        let backend = self.backend();
-        let reservation = |per_scope: Vec<(i64, i64, i64)>| Reservation {
-            request_id: request_id.to_owned(),
-            amount_micros,
-            backend,
-            scopes: scopes
-                .iter()
-                .zip(per_scope)
-                .map(|(s, (period_id, start, remaining))| ReservedScope {
-                    scope_id: s.id.clone(),
-                    period: s.period,
-                    period_id,
-                    period_start_unix_s: start,
-                    remaining_micros: remaining,
-                })
-                .collect(),
-        };
         if scopes.is_empty() {
-            return Ok(reservation(Vec::new()));
+            return Ok(build_reservation(
+                &scopes,
+                request_id,
+                amount_micros,
+                self.backend(),
+                Vec::new(),
+            ));
         }
+        let leased = now_override_s.is_none() && self.budget_leases_enabled();
+        if leased && let Some(r) = self.lease_take(&scopes, request_id, amount_micros) {
+            counter!(DECISIONS_TOTAL, "check" => "budget", "decided_by" => "lease").increment(1);
+            return Ok(r);
+        }
+        let per_scope = self
+            .reserve_store(&scopes, request_id, amount_micros, now_override_s)
+            .await?;
+        let by = if self.inner.redis.is_some() {
+            "redis"
+        } else {
+            "local"
+        };
+        counter!(DECISIONS_TOTAL, "check" => "budget", "decided_by" => by).increment(1);
+        let r = build_reservation(
+            &scopes,
+            request_id,
+            amount_micros,
+            self.backend(),
+            per_scope,
+        );
+        if leased {
+            self.lease_after_store(&scopes, &r);
+        }
+        Ok(r)
+    }
+
+    /// The store's reservation (Redis, or in process without Redis), seeding counters as
+    /// needed: per scope `(period id, period start, remaining after)`.
+    pub(crate) async fn reserve_store(
+        &self,
+        scopes: &[BudgetScope],
+        request_id: &str,
+        amount_micros: i64,
+        now_override_s: Option<i64>,
+    ) -> Result<Vec<(i64, i64, i64)>, BudgetError> {
         let opts = &self.inner.opts;
         for _ in 0..=MAX_SEED_ROUNDS {
             let outcome = match &self.inner.redis {
                 Some(redis) => redis
                     .reserve(
-                        &scopes,
+                        scopes,
                         request_id,
                         amount_micros,
                         opts.reservation_ttl_ms(),
@@ -426,7 +616,7 @@ impl Limits {
                     .await
                     .map_err(|e| unavailable("reserve", &e))?,
                 None => self.inner.local_budgets.reserve(
-                    &scopes,
+                    scopes,
                     request_id,
                     amount_micros,
                     now_ms(now_override_s),
@@ -434,7 +624,7 @@ impl Limits {
                 ),
             };
             match outcome {
-                ReserveOutcome::Reserved(per_scope) => return Ok(reservation(per_scope)),
+                ReserveOutcome::Reserved(per_scope) => return Ok(per_scope),
                 ReserveOutcome::Denied { index, remaining } => {
                     let Some(scope) = scopes.get(index).cloned() else {
                         return Err(BudgetError::Unavailable {
@@ -558,6 +748,18 @@ impl Limits {
         if reservation.scopes.is_empty() {
             return Ok(Finalized::Applied);
         }
+        if let Some(lease) = &reservation.lease {
+            return self.finalize_leased(reservation, lease, mode, op).await;
+        }
+        self.finalize_store(reservation, mode, op).await
+    }
+
+    pub(crate) async fn finalize_store(
+        &self,
+        reservation: &Reservation,
+        mode: FinalizeMode,
+        op: &'static str,
+    ) -> Result<Finalized, BudgetError> {
         let ttl = self.inner.opts.finalized_ttl;
         let done = match &self.inner.redis {
             Some(redis) => redis
@@ -645,6 +847,33 @@ fn now_ms(override_s: Option<i64>) -> u64 {
         None => SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
+/// A reservation of `amount` under `request_id` from the store's per-scope answer.
+fn build_reservation(
+    scopes: &[BudgetScope],
+    request_id: &str,
+    amount_micros: i64,
+    backend: Backend,
+    per_scope: Vec<(i64, i64, i64)>,
+) -> Reservation {
+    Reservation {
+        request_id: request_id.to_owned(),
+        amount_micros,
+        backend,
+        scopes: scopes
+            .iter()
+            .zip(per_scope)
+            .map(|(s, (period_id, start, remaining))| ReservedScope {
+                scope_id: s.id.clone(),
+                period: s.period,
+                period_id,
+                period_start_unix_s: start,
+                remaining_micros: remaining,
+            })
+            .collect(),
+        lease: None,
     }
 }
 

@@ -288,6 +288,7 @@ mod tests {
                     remaining_micros: *remaining,
                 })
                 .collect(),
+            lease: None,
         }
     }
 

@@ -125,6 +125,9 @@ pub struct RateDecision {
     pub allowed: bool,
     /// Which store decided.
     pub backend: Backend,
+    /// Decided in process against this replica's rate lease (units taken from Redis in an
+    /// earlier decision, at most `rate_lease_ttl` ago); `backend` is then [`Backend::Redis`].
+    pub leased: bool,
     /// One status per check, in the order of the checks.
     pub limiters: Vec<LimiterStatus>,
     /// On a denial, the time after which the request would pass every limiter that denied it;
@@ -140,6 +143,7 @@ impl RateDecision {
         Self {
             allowed: true,
             backend,
+            leased: false,
             limiters: Vec::new(),
             retry_after: None,
         }
@@ -325,6 +329,7 @@ pub(crate) fn build_decision(
     RateDecision {
         allowed,
         backend,
+        leased: false,
         limiters,
         retry_after: if allowed || never { None } else { retry_after },
     }
@@ -633,6 +638,7 @@ mod tests {
         let mk = |wait| RateDecision {
             allowed: false,
             backend: Backend::Redis,
+            leased: false,
             limiters: vec![LimiterStatus {
                 key: "k".into(),
                 allowed: false,

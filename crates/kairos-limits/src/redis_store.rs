@@ -16,7 +16,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Script, ScriptInvocation};
 
 use crate::budget::{
-    BudgetScope, FinalKind, FinalizeMode, Reservation, ReserveOutcome, SeedRequest, StatusOutcome,
+    BudgetScope, FinalKind, FinalizeMode, Reservation, ReserveOutcome, ReservedScope, SeedRequest,
+    StatusOutcome,
 };
 use crate::rate::{Params, RateCheck};
 
@@ -42,6 +43,10 @@ pub(crate) static STATUS: LazyLock<Script> =
     LazyLock::new(|| Script::new(budget_script!("lua/budget_status.lua")));
 pub(crate) static SEED: LazyLock<Script> =
     LazyLock::new(|| Script::new(budget_script!("lua/budget_seed.lua")));
+pub(crate) static LEASE_FINALIZE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(budget_script!("lua/budget_lease_finalize.lua")));
+pub(crate) static LEASE_CHECK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(budget_script!("lua/budget_lease_check.lua")));
 
 /// The Lua prelude alone, for tests that evaluate its functions.
 #[cfg(test)]
@@ -384,6 +389,61 @@ impl RedisStore {
             [0, _] => Ok(None),
             [3, k] => Ok(Some(final_kind(*k))),
             other => Err(CallError::Protocol(format!("budget_finalize: {other:?}"))),
+        }
+    }
+
+    /// Settles or releases a request admitted against `lease_id`: `(already finalized, lost)`.
+    pub(crate) async fn lease_finalize(
+        &self,
+        r: &Reservation,
+        lease_id: &str,
+        mode: FinalizeMode,
+        marker_ttl_s: u64,
+    ) -> Result<(Option<FinalKind>, bool), CallError> {
+        let (mode_name, actual) = match mode {
+            FinalizeMode::Settle { actual_micros } => ("settle", actual_micros),
+            FinalizeMode::Release => ("release", 0),
+        };
+        let mut inv = LEASE_FINALIZE.prepare_invoke();
+        inv.key(self.marker_key(&r.request_id))
+            .arg(self.prefix())
+            .arg(&r.request_id)
+            .arg(lease_id)
+            .arg(mode_name)
+            .arg(actual)
+            .arg(r.amount_micros)
+            .arg(marker_ttl_s.max(1))
+            .arg(r.scopes.len());
+        for s in &r.scopes {
+            inv.arg(&s.scope_id).arg(s.period.as_str()).arg(s.period_id);
+        }
+        let out = self.run("budget_lease_finalize", &inv).await?;
+        match out.as_slice() {
+            [0, lost] => Ok((None, *lost == 1)),
+            [3, k] => Ok((Some(final_kind(*k)), false)),
+            other => Err(CallError::Protocol(format!(
+                "budget_lease_finalize: {other:?}"
+            ))),
+        }
+    }
+
+    /// Whether the lease still holds its money in every scope.
+    pub(crate) async fn lease_check(
+        &self,
+        lease_id: &str,
+        scopes: &[ReservedScope],
+    ) -> Result<bool, CallError> {
+        let mut inv = LEASE_CHECK.prepare_invoke();
+        inv.arg(self.prefix()).arg(lease_id).arg(scopes.len());
+        for s in scopes {
+            inv.arg(&s.scope_id).arg(s.period.as_str()).arg(s.period_id);
+        }
+        let out = self.run("budget_lease_check", &inv).await?;
+        match out.as_slice() {
+            [v] => Ok(*v == 1),
+            other => Err(CallError::Protocol(format!(
+                "budget_lease_check: {other:?}"
+            ))),
         }
     }
 

@@ -292,17 +292,19 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
     gateway.set_keys(keys);
     kairos_limits::describe_metrics();
     let spend = std::sync::Arc::new(kairos_core::spend::LedgerSpend(store.clone()));
+    let leases = cfg.storage.leases;
+    let limits_opts = kairos_limits::LimitsOptions {
+        redis_timeout: cfg.storage.redis_timeout,
+        lease_max_age: leases.budget_lease_max_age,
+        lease_validate_interval: leases.budget_lease_validate,
+        lease_warmup: leases.budget_lease_warmup,
+        rate_lease_ttl: leases.rate_lease_ttl,
+        ..kairos_limits::LimitsOptions::default()
+    };
     let limits = match &cfg.storage.redis_url {
-        Some(url) => kairos_limits::Limits::connect_lazy(
-            url.expose_secret(),
-            kairos_limits::LimitsOptions {
-                redis_timeout: cfg.storage.redis_timeout,
-                ..kairos_limits::LimitsOptions::default()
-            },
-            spend,
-        )
-        .map_err(|e| StartError::Redis(e.to_string()))?,
-        None => kairos_limits::Limits::local_only(kairos_limits::LimitsOptions::default(), spend),
+        Some(url) => kairos_limits::Limits::connect_lazy(url.expose_secret(), limits_opts, spend)
+            .map_err(|e| StartError::Redis(e.to_string()))?,
+        None => kairos_limits::Limits::local_only(limits_opts, spend),
     };
     gateway.set_limits(limits);
     let providers = gateway.provider_names();
