@@ -283,3 +283,168 @@ async fn three_serve_processes_behave_as_one_gateway() {
     drop(replicas);
     let _ = kairos_store::Store::drop_postgres_schema(&pg, &schema).await;
 }
+
+/// Budget leases under steady load across three `kairos serve` processes: after the warm-up,
+/// admissions are decided in process against per-replica leases (the metric says so), and the
+/// workspace's budget is still never overrun: the ledger's spend, Redis' view and the mock's own
+/// count agree, and the last requests are refused with 402.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_admission_never_overruns_a_budget_across_three_processes() {
+    let (Ok(pg), Ok(redis)) = (
+        std::env::var("KAIROS_TEST_POSTGRES_URL"),
+        std::env::var("KAIROS_TEST_REDIS_URL"),
+    ) else {
+        eprintln!(
+            "SKIP leased_admission_never_overruns_a_budget_across_three_processes: KAIROS_TEST_POSTGRES_URL or KAIROS_TEST_REDIS_URL unset"
+        );
+        return;
+    };
+    let schema = format!(
+        "kt_leases_{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    kairos_store::Store::connect_with_schema(&pg, &schema)
+        .await
+        .expect("postgres");
+    let sep = if pg.contains('?') { '&' } else { '?' };
+    let db = format!("{pg}{sep}options=-c%20search_path%3D{schema}");
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut replicas = Vec::new();
+    for n in 1..=3 {
+        replicas.push(spawn_replica(dir.path(), n, &db, &redis, &mock.url()).await);
+    }
+    let http = reqwest::Client::new();
+    let budget_usd = 0.3;
+    let ws = admin_post(
+        &http,
+        format!("{}/admin/v1/workspaces", replicas[0].admin),
+        json!({"name": "steady", "settings": {"budget": {"usd": budget_usd, "period": "month"}}}),
+    )
+    .await;
+    let ws = ws["id"].as_str().unwrap().to_owned();
+    let k = admin_post(
+        &http,
+        format!("{}/admin/v1/workspaces/{ws}/keys", replicas[0].admin),
+        json!({"name": "svc"}),
+    )
+    .await;
+    let key = k["key"].as_str().unwrap().to_owned();
+    // Each request reserves ~$0.001 (gpt-4o, 100 output tokens at most) and costs ~$0.0001
+    // (the mock's short answer): ~3,000 requests, so that the leases' 1 s warm-up passes. Two
+    // client loops per replica until each has seen three 402s in a row.
+    let body = json!({"model": "gpt-4o", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let (http, url, key, body) = (
+            http.clone(),
+            replicas[i % 3].url.clone(),
+            key.clone(),
+            body.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut refused, mut in_a_row) = (0usize, 0usize, 0);
+            let t = Instant::now();
+            while in_a_row < 3 && t.elapsed() < Duration::from_secs(60) {
+                let s = http
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                match s {
+                    200 => {
+                        ok += 1;
+                        in_a_row = 0;
+                    }
+                    402 => {
+                        refused += 1;
+                        in_a_row += 1;
+                    }
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    let (mut admitted, mut refused) = (0, 0);
+    for t in tasks {
+        let (o, r) = t.await.unwrap();
+        admitted += o;
+        refused += r;
+    }
+    // Leases were used, on more than one replica.
+    let mut leased = Vec::new();
+    for r in &replicas {
+        let text = http
+            .get(format!("{}/metrics", r.url))
+            .bearer_auth(MASTER)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let n: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("kairos_limits_decisions_total")
+                    && l.contains("check=\"budget\"")
+                    && l.contains("decided_by=\"lease\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        leased.push(n);
+    }
+    // The ledger has every request, refused ones included (rows are written in batches: wait
+    // for them).
+    let t = Instant::now();
+    let usage = loop {
+        let v: Value = http
+            .get(format!(
+                "{}/admin/v1/workspaces/{ws}/usage?since_ms=0",
+                replicas[2].admin
+            ))
+            .bearer_auth(MASTER)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["usage"]["requests"].as_u64() == Some((admitted + refused) as u64) {
+            break v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "ledger: {v}, admitted {admitted}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let spend = usage["usage"]["spend_micros"].as_i64().unwrap();
+    let budget = (budget_usd * 1e6) as i64;
+    eprintln!(
+        "leases over 3 processes: {admitted} admitted, {refused} refused (402), lease decisions per replica {leased:?}, spend {spend} of {budget} micro-USD, mock calls {}",
+        mock.call_count()
+    );
+    assert_eq!(mock.call_count(), admitted);
+    assert!(spend <= budget, "overrun: {spend} > {budget}");
+    assert!(
+        spend >= budget / 2,
+        "the budget was not used: {spend} of {budget}"
+    );
+    assert!(refused >= 18, "every client ends on three 402s: {refused}");
+    assert!(
+        leased.iter().filter(|n| **n > 0.0).count() >= 2,
+        "leases were not used: {leased:?}"
+    );
+    drop(replicas);
+    let _ = kairos_store::Store::drop_postgres_schema(&pg, &schema).await;
+}
