@@ -146,19 +146,18 @@ async fn burst(urls: &[String], key: &str, n: usize, body: Value) -> Vec<u16> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_serve_processes_behave_as_one_gateway() {
+/// The test URLs (or a visible skip) and a fresh PostgreSQL schema for one test: (PostgreSQL
+/// URL, Redis URL, schema, a database URL whose connections use the schema).
+async fn backends(test: &str, prefix: &str) -> Option<(String, String, String, String)> {
     let (Ok(pg), Ok(redis)) = (
         std::env::var("KAIROS_TEST_POSTGRES_URL"),
         std::env::var("KAIROS_TEST_REDIS_URL"),
     ) else {
-        eprintln!(
-            "SKIP three_serve_processes_behave_as_one_gateway: KAIROS_TEST_POSTGRES_URL or KAIROS_TEST_REDIS_URL unset"
-        );
-        return;
+        eprintln!("SKIP {test}: KAIROS_TEST_POSTGRES_URL or KAIROS_TEST_REDIS_URL unset");
+        return None;
     };
     let schema = format!(
-        "kt_replicas_{:x}{:x}",
+        "{prefix}_{:x}{:x}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -170,6 +169,16 @@ async fn three_serve_processes_behave_as_one_gateway() {
         .expect("postgres");
     let sep = if pg.contains('?') { '&' } else { '?' };
     let db = format!("{pg}{sep}options=-c%20search_path%3D{schema}");
+    Some((pg, redis, schema, db))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_serve_processes_behave_as_one_gateway() {
+    let Some((pg, redis, schema, db)) =
+        backends("three_serve_processes_behave_as_one_gateway", "kt_replicas").await
+    else {
+        return;
+    };
     let mock = MockServer::start(MockConfig {
         defaults: Behavior {
             headers_delay_ms: 500,
@@ -290,28 +299,14 @@ async fn three_serve_processes_behave_as_one_gateway() {
 /// count agree, and the last requests are refused with 402.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leased_admission_never_overruns_a_budget_across_three_processes() {
-    let (Ok(pg), Ok(redis)) = (
-        std::env::var("KAIROS_TEST_POSTGRES_URL"),
-        std::env::var("KAIROS_TEST_REDIS_URL"),
-    ) else {
-        eprintln!(
-            "SKIP leased_admission_never_overruns_a_budget_across_three_processes: KAIROS_TEST_POSTGRES_URL or KAIROS_TEST_REDIS_URL unset"
-        );
+    let Some((pg, redis, schema, db)) = backends(
+        "leased_admission_never_overruns_a_budget_across_three_processes",
+        "kt_leases",
+    )
+    .await
+    else {
         return;
     };
-    let schema = format!(
-        "kt_leases_{:x}{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    kairos_store::Store::connect_with_schema(&pg, &schema)
-        .await
-        .expect("postgres");
-    let sep = if pg.contains('?') { '&' } else { '?' };
-    let db = format!("{pg}{sep}options=-c%20search_path%3D{schema}");
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut replicas = Vec::new();
