@@ -121,6 +121,9 @@ pub struct LearningSection {
     pub max_outcomes: Option<usize>,
     /// How often each replica reads new outcomes from the database, in ms (default 2000).
     pub refresh_ms: Option<u64>,
+    /// Embed the prompts of pinned-model and strategy requests too (default true), so that
+    /// their outcomes are prompt-level evidence for the model that served them.
+    pub embed_pinned: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1111,6 +1114,7 @@ impl FileConfig {
                 Err(e) => issues.push("routing.learning", format!("{e} (KAIROS_EXPLORE likewise)")),
             }
             routing.learning_enabled = l.enabled.unwrap_or(true);
+            routing.learning_embed_pinned = l.embed_pinned.unwrap_or(true);
             match l.refresh_ms {
                 Some(ms) if !(100..=600_000).contains(&ms) => issues.push(
                     "routing.learning.refresh_ms",

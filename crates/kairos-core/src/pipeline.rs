@@ -426,6 +426,13 @@ impl Gateway {
         req: &ChatCompletionRequest,
         opts: RouteOptions,
     ) -> Result<Arc<Node>, GatewayError> {
+        if !crate::routing::is_auto(&req.model)
+            && self.router.config.learning_enabled
+            && self.router.config.learning_embed_pinned
+            && let Some(e) = crate::routing::prompt_embedding(req)
+        {
+            rec.set_embedding(e);
+        }
         if let Some(name) = &opts.strategy {
             return self.strategies.get(name).cloned().ok_or_else(|| {
                 GatewayError::invalid(

@@ -49,6 +49,9 @@ pub struct RoutingConfig {
     pub learning_enabled: bool,
     /// How often outcomes are re-read from the database.
     pub learning_refresh: std::time::Duration,
+    /// Embed the prompts of pinned-model and strategy requests too, so their outcomes count as
+    /// prompt-level evidence for the model that served them.
+    pub learning_embed_pinned: bool,
 }
 
 impl Default for RoutingConfig {
@@ -63,6 +66,7 @@ impl Default for RoutingConfig {
             learning: kairos_router::learn::LearnConfig::default(),
             learning_enabled: true,
             learning_refresh: std::time::Duration::from_secs(2),
+            learning_embed_pinned: true,
         }
     }
 }
@@ -225,6 +229,23 @@ fn classifier_input(req: &ChatCompletionRequest) -> (String, String, usize, bool
         }
     }
     (system, last_user, chars, images)
+}
+
+/// The quantised embedding of the text `auto` routing embeds (the last user message, else the
+/// system prompt), for a request that was not routed (a pinned model or a strategy): its
+/// outcomes then count as prompt-level evidence for the model that served it. `None` when the
+/// text has no known token.
+pub fn prompt_embedding(req: &ChatCompletionRequest) -> Option<String> {
+    let (system, last_user, _, _) = classifier_input(req);
+    let text = if last_user.is_empty() {
+        system
+    } else {
+        last_user
+    };
+    let embedder = Embedder::builtin();
+    let mut emb = vec![0f32; embedder.dim()];
+    embedder.embed(&text, &mut emb);
+    emb.iter().any(|x| *x != 0.0).then(|| quantize(&emb))
 }
 
 /// A cheap input-token estimate for routing (≈ 4 characters per token; the ledger later records

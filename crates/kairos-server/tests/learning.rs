@@ -328,3 +328,50 @@ async fn the_shift_to_learned_routing_is_visible_per_workspace() {
     let v = learning(other).await;
     assert_eq!(v["outcomes"], json!(0), "{v}");
 }
+
+/// Outcomes of pinned requests are prompt-level evidence too: failing scores on translations
+/// sent to gpt-4o-mini by name move `auto` translations off it, and the receipt cites those
+/// prompts as neighbours. With `embed_pinned = false` a pinned row carries no embedding.
+#[tokio::test]
+async fn pinned_traffic_teaches_auto_routing() {
+    let gw = start_with(ROUTING, MockConfig::default()).await;
+    let (_, model) = routed(&gw, 5000).await;
+    assert_eq!(model, "gpt-4o-mini");
+    // Ten translations sent to gpt-4o-mini by name, each scored as a failure; no `auto`
+    // request in between, so any neighbour evidence beyond the first request is theirs.
+    for i in 0..10 {
+        let mut body = prompt(i);
+        body["model"] = json!("gpt-4o-mini");
+        let r = gw.chat(body).await;
+        assert_eq!(r.status(), 200);
+        let id = request_id(&r);
+        let _ = r.bytes().await;
+        assert!(
+            gw.row(&id).await.embedding.is_some(),
+            "a pinned row is embedded"
+        );
+        feedback(&gw, &id, 0.0).await;
+    }
+    let (probe, model) = routed(&gw, 6000).await;
+    let r = gw.receipt(&probe).await;
+    let ev = &candidate(&r, "gpt-4o-mini")["evidence"];
+    assert_eq!(model, "gpt-4o", "{r}");
+    assert!(ev["neighbours"].as_u64().unwrap() >= 10, "{ev}");
+    assert!(ev["similarity"].as_f64().unwrap() > 0.5, "{ev}");
+
+    let off = start_with(
+        &ROUTING.replace(
+            "[routing.learning]",
+            "[routing.learning]\nembed_pinned = false",
+        ),
+        MockConfig::default(),
+    )
+    .await;
+    let r = off
+        .chat(json!({"model": "gpt-4o-mini", "messages": user("Translate 'good morning' into German.")}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = request_id(&r);
+    let _ = r.bytes().await;
+    assert!(off.row(&id).await.embedding.is_none());
+}
