@@ -429,8 +429,9 @@ impl Gateway {
         if !crate::routing::is_auto(&req.model)
             && self.router.config.learning_enabled
             && self.router.config.learning_embed_pinned
+            && let Some(e) = crate::routing::prompt_embedding(req)
         {
-            rec.embed_prompt_later();
+            rec.set_embedding(e);
         }
         if let Some(name) = &opts.strategy {
             return self.strategies.get(name).cloned().ok_or_else(|| {

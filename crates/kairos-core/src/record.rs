@@ -229,9 +229,6 @@ pub struct Recorder {
     observed: crate::signals::Observed,
     /// The gateway's outcome hook and recent-request memory (chat routes only).
     signals: Option<Arc<crate::signals::Signals>>,
-    /// Embed the prompt when the request completes (off the request path), for a request
-    /// that was not routed: its outcomes then carry the embedding.
-    embed_prompt: bool,
 }
 
 /// The facts known when a request arrives.
@@ -279,7 +276,6 @@ impl Recorder {
             expect: crate::signals::Expect::default(),
             observed: crate::signals::Observed::default(),
             signals: None,
-            embed_prompt: false,
         }
     }
 
@@ -289,11 +285,10 @@ impl Recorder {
         self.signals = Some(s);
     }
 
-    /// Embed the prompt of this (not routed) chat request once it completes, on the
-    /// estimator thread rather than on the request path, so that its outcomes carry the
-    /// embedding (a routed request's embedding comes with its receipt).
-    pub fn embed_prompt_later(&mut self) {
-        self.embed_prompt = true;
+    /// The routed prompt's embedding (an opaque string), kept on the row and copied to the
+    /// request's outcomes.
+    pub fn set_embedding(&mut self, embedding: String) {
+        self.row.embedding = Some(embedding);
     }
 
     /// A complete answer, seen for the implicit signal (first choice).
@@ -552,107 +547,50 @@ impl Recorder {
         {
             row.signals.push(s);
         }
-        let tail = Tail {
-            ledger: self.ledger.clone(),
-            signals: self.signals.clone(),
-            prompt: std::mem::replace(&mut self.prompt, PromptSource::None),
-            usage: self.usage.take(),
-            price: self.price,
-            output: std::mem::take(&mut self.output_text),
-            output_len: self.output_len,
-            hold: self.spend.take(),
-            markup_pct: self
-                .access
-                .as_ref()
-                .and_then(|a| a.workspace.markup_pct)
-                .unwrap_or(0.0),
-            outcome,
-            end_ms,
-        };
-        let row = std::mem::take(row);
-        match &tail.prompt {
-            PromptSource::Chat(req) if self.embed_prompt && row.embedding.is_none() => {
-                // Embedding costs up to tens of µs: on the estimator thread, with the runtime
-                // entered for what the tail spawns.
-                let req = Arc::clone(req);
-                let handle = tokio::runtime::Handle::try_current().ok();
-                crate::tokens::estimator().submit(Box::new(move || {
-                    let _rt = handle.as_ref().map(tokio::runtime::Handle::enter);
-                    let mut row = row;
-                    row.embedding = crate::routing::prompt_embedding(&req);
-                    tail.finish(row, true);
-                }));
-            }
-            _ => tail.finish(row, false),
-        }
-    }
-}
-
-/// What is left to do with a final row: hand its outcomes on, price it, record it.
-struct Tail {
-    ledger: LedgerHandle,
-    signals: Option<Arc<crate::signals::Signals>>,
-    prompt: PromptSource,
-    usage: Option<Tokens>,
-    price: Option<Price>,
-    output: String,
-    output_len: usize,
-    hold: Option<crate::spend::SpendHold>,
-    markup_pct: f64,
-    outcome: Outcome,
-    end_ms: i64,
-}
-
-impl Tail {
-    /// `on_estimator`: already on the estimator thread (estimate inline).
-    fn finish(self, mut row: LedgerRow, on_estimator: bool) {
         if let Some(signals) = &self.signals {
             let prompt = match &self.prompt {
                 PromptSource::Chat(req) => Some(Arc::clone(req)),
                 PromptSource::None | PromptSource::Embedding(_) => None,
             };
-            signals.after_row(&row, prompt, self.end_ms);
+            signals.after_row(row, prompt, end_ms);
         }
+
         let called_upstream = row.attempts > 0;
-        let Tail {
-            ledger,
-            prompt,
-            usage,
-            price,
-            output,
-            output_len,
-            hold,
-            markup_pct,
-            outcome,
-            ..
-        } = self;
-        match usage {
+        let hold = self.spend.take();
+        let markup_pct = self
+            .access
+            .as_ref()
+            .and_then(|a| a.workspace.markup_pct)
+            .unwrap_or(0.0);
+        match self.usage {
             Some(u) => {
-                apply_tokens(&mut row, &u, price.as_ref(), UsageSource::Provider);
-                record_row(&ledger, row, hold, markup_pct);
+                apply_tokens(row, &u, self.price.as_ref(), UsageSource::Provider);
+                record_row(&self.ledger, std::mem::take(row), hold, markup_pct);
             }
             None if called_upstream
                 && (outcome == Outcome::Ok
-                    || !output.is_empty()
+                    || !self.output_text.is_empty()
                     || outcome == Outcome::ClientDisconnected) =>
             {
                 // The provider may bill this request but told us nothing: estimate off the
                 // async runtime (the tokenizer is CPU work and loads lazily).
+                let mut row = std::mem::take(row);
+                let prompt = std::mem::replace(&mut self.prompt, PromptSource::None);
+                let output = std::mem::take(&mut self.output_text);
+                let output_len = self.output_len;
+                let price = self.price;
+                let ledger = self.ledger.clone();
                 let job = move || {
                     let t = estimate(&prompt, &output, output_len);
                     apply_tokens(&mut row, &t, price.as_ref(), UsageSource::Estimated);
                     record_row(&ledger, row, hold, markup_pct);
                 };
-                if on_estimator {
-                    job();
-                } else {
-                    crate::tokens::estimator().submit(Box::new(job));
-                }
+                crate::tokens::estimator().submit(Box::new(job));
             }
             None => {
                 // Nothing reached a provider (or it failed before generating): no spend.
                 row.cost_micros = if called_upstream { None } else { Some(0) };
-                record_row(&ledger, row, hold, markup_pct);
+                record_row(&self.ledger, std::mem::take(row), hold, markup_pct);
             }
         }
     }
