@@ -355,7 +355,7 @@ impl Gateway {
 
     /// The learner `auto` routes on (per-workspace learned quality).
     /// The learned state of one workspace (see [`crate::routing::LearningSummary`]).
-    pub fn learning_summary(&self, workspace: &str) -> Option<crate::routing::LearningSummary> {
+    pub fn learning_summary(&self, workspace: &str) -> crate::routing::LearningSummary {
         self.router.learning_summary(workspace)
     }
 

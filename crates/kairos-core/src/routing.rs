@@ -365,9 +365,16 @@ pub struct UntaskedRow {
 }
 
 impl Router {
-    /// The learned state of `workspace` (`None` if it has no outcome).
-    pub fn learning_summary(&self, workspace: &str) -> Option<LearningSummary> {
-        let obs = self.learner.observed(workspace)?;
+    /// The learned state of `workspace` (empty lists when it has no outcome yet).
+    pub fn learning_summary(&self, workspace: &str) -> LearningSummary {
+        let obs = self
+            .learner
+            .observed(workspace)
+            .unwrap_or(kairos_router::learn::Observed {
+                outcomes: 0,
+                points: 0,
+                pairs: Vec::new(),
+            });
         let mut estimates = Vec::new();
         let mut untasked = Vec::new();
         for (task, model, w) in &obs.pairs {
@@ -412,7 +419,7 @@ impl Router {
                 dominated_by: e.dominated_by,
             });
         }
-        Some(LearningSummary {
+        LearningSummary {
             workspace: workspace.to_owned(),
             enabled: self.config.learning_enabled,
             explore: self.learner.config().explore,
@@ -420,7 +427,7 @@ impl Router {
             embedded_points: obs.points,
             estimates,
             untasked,
-        })
+        }
     }
 
     /// Run the funnel on the learned estimates for this prompt (or on the priors when learning

@@ -771,18 +771,7 @@ async fn workspace_learning(
 ) -> Reply {
     let a = admin(&st, &headers).await?;
     find_workspace(&st, &a, &ws).await?;
-    let body = match st.gateway.learning_summary(&ws) {
-        Some(s) => serde_json::to_value(&s).unwrap_or_else(|_| json!({})),
-        None => json!({
-            "workspace": ws,
-            "enabled": st.gateway.learning_enabled(),
-            "explore": st.gateway.learner().config().explore,
-            "outcomes": 0,
-            "embedded_points": 0,
-            "estimates": [],
-            "untasked": [],
-        }),
-    };
+    let body = st.gateway.learning_summary(&ws);
     Ok(ok(StatusCode::OK, &body))
 }
 
