@@ -429,9 +429,8 @@ impl Gateway {
         if !crate::routing::is_auto(&req.model)
             && self.router.config.learning_enabled
             && self.router.config.learning_embed_pinned
-            && let Some(e) = crate::routing::prompt_embedding(req)
         {
-            rec.set_embedding(e);
+            rec.defer_evidence();
         }
         if let Some(name) = &opts.strategy {
             return self.strategies.get(name).cloned().ok_or_else(|| {

@@ -229,6 +229,8 @@ pub struct Recorder {
     observed: crate::signals::Observed,
     /// The gateway's outcome hook and recent-request memory (chat routes only).
     signals: Option<Arc<crate::signals::Signals>>,
+    /// Classify and embed the prompt when the request completes (it was not routed).
+    evidence_due: bool,
 }
 
 /// The facts known when a request arrives.
@@ -276,6 +278,7 @@ impl Recorder {
             expect: crate::signals::Expect::default(),
             observed: crate::signals::Observed::default(),
             signals: None,
+            evidence_due: false,
         }
     }
 
@@ -285,10 +288,13 @@ impl Recorder {
         self.signals = Some(s);
     }
 
-    /// The routed prompt's embedding (an opaque string), kept on the row and copied to the
-    /// request's outcomes.
-    pub fn set_embedding(&mut self, embedding: String) {
-        self.row.embedding = Some(embedding);
+    /// A chat request `auto` did not route (a pinned model, a strategy): when it completes, its
+    /// prompt is classified and embedded off the request path (on the estimator thread, before
+    /// the row is written), so that its outcomes count as task- and prompt-level evidence for
+    /// the model that served it. The row is counted in the metrics and its budget settled at
+    /// once, as for any other row.
+    pub fn defer_evidence(&mut self) {
+        self.evidence_due = true;
     }
 
     /// A complete answer, seen for the implicit signal (first choice).
@@ -547,13 +553,17 @@ impl Recorder {
         {
             row.signals.push(s);
         }
-        if let Some(signals) = &self.signals {
-            let prompt = match &self.prompt {
-                PromptSource::Chat(req) => Some(Arc::clone(req)),
-                PromptSource::None | PromptSource::Embedding(_) => None,
-            };
-            signals.after_row(row, prompt, end_ms);
-        }
+        let prompt = match &self.prompt {
+            PromptSource::Chat(req) => Some(Arc::clone(req)),
+            PromptSource::None | PromptSource::Embedding(_) => None,
+        };
+        let tail = Tail {
+            evidence: self.evidence_due && row.task.is_none() && row.embedding.is_none(),
+            prompt,
+            signals: self.signals.clone(),
+            end_ms,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        };
 
         let called_upstream = row.attempts > 0;
         let hold = self.spend.take();
@@ -565,7 +575,8 @@ impl Recorder {
         match self.usage {
             Some(u) => {
                 apply_tokens(row, &u, self.price.as_ref(), UsageSource::Provider);
-                record_row(&self.ledger, std::mem::take(row), hold, markup_pct);
+                account_row(row, hold, markup_pct);
+                tail.write_soon(&self.ledger, std::mem::take(row));
             }
             None if called_upstream
                 && (outcome == Outcome::Ok
@@ -583,16 +594,57 @@ impl Recorder {
                 let job = move || {
                     let t = estimate(&prompt, &output, output_len);
                     apply_tokens(&mut row, &t, price.as_ref(), UsageSource::Estimated);
-                    record_row(&ledger, row, hold, markup_pct);
+                    account_row(&mut row, hold, markup_pct);
+                    tail.write(&ledger, row);
                 };
                 crate::tokens::estimator().submit(Box::new(job));
             }
             None => {
                 // Nothing reached a provider (or it failed before generating): no spend.
                 row.cost_micros = if called_upstream { None } else { Some(0) };
-                record_row(&self.ledger, std::mem::take(row), hold, markup_pct);
+                account_row(row, hold, markup_pct);
+                tail.write_soon(&self.ledger, std::mem::take(row));
             }
         }
+    }
+}
+
+/// The last steps of a row, after its accounting: the prompt's evidence when it is due, the
+/// outcome hook and retry memory, then the ledger.
+struct Tail {
+    /// Classify and embed `prompt` first (a request `auto` did not route).
+    evidence: bool,
+    prompt: Option<Arc<ChatCompletionRequest>>,
+    signals: Option<Arc<crate::signals::Signals>>,
+    end_ms: i64,
+    /// The request's runtime (retry and escalation detection runs on it).
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Tail {
+    /// Now, unless the prompt's evidence is due: then on the estimator thread (13 µs for a 2 KB
+    /// prompt, kept off the request path).
+    fn write_soon(self, ledger: &LedgerHandle, row: LedgerRow) {
+        if self.evidence && self.prompt.is_some() {
+            let ledger = ledger.clone();
+            crate::tokens::estimator().submit(Box::new(move || self.write(&ledger, row)));
+        } else {
+            self.write(ledger, row);
+        }
+    }
+
+    fn write(self, ledger: &LedgerHandle, mut row: LedgerRow) {
+        if self.evidence
+            && let Some(req) = &self.prompt
+        {
+            let (task, embedding) = crate::routing::prompt_evidence(req);
+            row.task = Some(task.to_owned());
+            row.embedding = embedding;
+        }
+        if let Some(signals) = &self.signals {
+            signals.after_row(&row, self.prompt, self.end_ms, self.runtime.as_ref());
+        }
+        ledger.record(row);
     }
 }
 
@@ -604,23 +656,17 @@ impl Drop for Recorder {
     }
 }
 
-/// Every finished row passes here: the markup on managed-key spend, budget settlement,
-/// metrics, then the ledger.
-fn record_row(
-    ledger: &LedgerHandle,
-    mut row: LedgerRow,
-    hold: Option<crate::spend::SpendHold>,
-    markup_pct: f64,
-) {
+/// Every finished row passes here, on the thread that finished it: the markup on managed-key
+/// spend, budget settlement, metrics. (Then [`Tail`] writes it.)
+fn account_row(row: &mut LedgerRow, hold: Option<crate::spend::SpendHold>, markup_pct: f64) {
     if !row.byok && markup_pct > 0.0 {
         let cost = row.cost_micros.unwrap_or(0).max(0) as f64;
         row.markup_micros = (cost * markup_pct / 100.0).round() as i64;
     }
     if let Some(h) = hold {
-        h.finish(&row);
+        h.finish(row);
     }
-    crate::metrics::observe_row(&row);
-    ledger.record(row);
+    crate::metrics::observe_row(row);
 }
 
 fn micros(d: Duration) -> i64 {

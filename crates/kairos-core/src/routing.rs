@@ -231,12 +231,25 @@ fn classifier_input(req: &ChatCompletionRequest) -> (String, String, usize, bool
     (system, last_user, chars, images)
 }
 
-/// The quantised embedding of the text `auto` routing embeds (the last user message, else the
-/// system prompt), for a request that was not routed (a pinned model or a strategy): its
-/// outcomes then count as prompt-level evidence for the model that served it. `None` when the
-/// text has no known token.
-pub fn prompt_embedding(req: &ChatCompletionRequest) -> Option<String> {
-    let (system, last_user, _, _) = classifier_input(req);
+/// What `auto` would have learned from a request it did not route (a pinned model or a
+/// strategy), so that the request's outcomes count as evidence for the model that served it:
+/// the task the classifier gives it, and the quantised embedding of the text `auto` embeds (the
+/// last user message, else the system prompt; `None` when the text has no known token).
+/// Computed when the request completes, off the request path (see `Recorder::defer_evidence`).
+pub fn prompt_evidence(req: &ChatCompletionRequest) -> (&'static str, Option<String>) {
+    let (system, last_user, chars, has_images) = classifier_input(req);
+    let cls = Classifier::builtin().classify(&ClassifierInput {
+        system: &system,
+        last_user: &last_user,
+        context_chars: chars,
+        n_messages: req.messages.len(),
+        has_tools: req.tools.as_ref().is_some_and(|t| !t.is_empty()),
+        json_mode: matches!(
+            req.response_format,
+            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+        ),
+        has_images,
+    });
     let text = if last_user.is_empty() {
         system
     } else {
@@ -245,7 +258,8 @@ pub fn prompt_embedding(req: &ChatCompletionRequest) -> Option<String> {
     let embedder = Embedder::builtin();
     let mut emb = vec![0f32; embedder.dim()];
     embedder.embed(&text, &mut emb);
-    emb.iter().any(|x| *x != 0.0).then(|| quantize(&emb))
+    let emb = emb.iter().any(|x| *x != 0.0).then(|| quantize(&emb));
+    (cls.task.as_str(), emb)
 }
 
 /// A cheap input-token estimate for routing (≈ 4 characters per token; the ledger later records

@@ -703,7 +703,7 @@ pub struct Finished {
     pub request: Recalled,
     /// The row's `outcome` (`ok`, `error`, ...).
     pub outcome: String,
-    /// Routed by `auto` (the row has a task).
+    /// Routed by `auto` (the row has a receipt).
     pub routed: bool,
     pub prompt: Digest128,
     pub conversation: Option<Digest128>,
@@ -839,6 +839,7 @@ impl Signals {
         row: &LedgerRow,
         prompt: Option<Arc<ChatCompletionRequest>>,
         end_ms: i64,
+        runtime: Option<&tokio::runtime::Handle>,
     ) {
         for s in &row.signals {
             self.sink.observe(&OutcomeRow::from_signal(row, s));
@@ -860,7 +861,7 @@ impl Signals {
             end_ms,
         };
         let outcome = row.outcome.clone();
-        let routed = row.task.is_some();
+        let routed = row.receipt.is_some();
         let me = Arc::clone(self);
         let work = async move {
             let f = Finished {
@@ -884,11 +885,11 @@ impl Signals {
                 }
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
+        match runtime {
+            Some(h) => {
                 h.spawn(work);
             }
-            Err(_) => tracing::debug!("no runtime: retry and escalation signals skipped"),
+            None => tracing::debug!("no runtime: retry and escalation signals skipped"),
         }
     }
 }

@@ -32,6 +32,20 @@ impl Estimator {
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job(),
         }
     }
+
+    /// Wait until every job queued before this call has run (blocking: call it from a blocking
+    /// thread). Shutdown calls it before draining the ledger, so that rows still being
+    /// estimated, classified or embedded are written.
+    pub fn flush(&self) {
+        let (done_tx, done_rx) = sync_channel::<()>(1);
+        let barrier: EstimateJob = Box::new(move || {
+            let _ = done_tx.send(());
+        });
+        if let Err(e) = self.tx.send(barrier) {
+            (e.0)();
+        }
+        let _ = done_rx.recv();
+    }
 }
 
 /// The process-wide estimator, started on first use.

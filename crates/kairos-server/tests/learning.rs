@@ -331,7 +331,8 @@ async fn the_shift_to_learned_routing_is_visible_per_workspace() {
 
 /// Outcomes of pinned requests are prompt-level evidence too: failing scores on translations
 /// sent to gpt-4o-mini by name move `auto` translations off it, and the receipt cites those
-/// prompts as neighbours. With `embed_pinned = false` a pinned row carries no embedding.
+/// prompts as neighbours. With `embed_pinned = false` a pinned row carries no embedding and no
+/// task type.
 #[tokio::test]
 async fn pinned_traffic_teaches_auto_routing() {
     let gw = start_with(ROUTING, MockConfig::default()).await;
@@ -346,9 +347,12 @@ async fn pinned_traffic_teaches_auto_routing() {
         assert_eq!(r.status(), 200);
         let id = request_id(&r);
         let _ = r.bytes().await;
-        assert!(
-            gw.row(&id).await.embedding.is_some(),
-            "a pinned row is embedded"
+        let row = gw.row(&id).await;
+        assert!(row.embedding.is_some(), "a pinned row is embedded");
+        assert_eq!(
+            row.task.as_deref(),
+            Some("translation"),
+            "and classified, as `auto` would"
         );
         feedback(&gw, &id, 0.0).await;
     }
@@ -357,6 +361,8 @@ async fn pinned_traffic_teaches_auto_routing() {
     let ev = &candidate(&r, "gpt-4o-mini")["evidence"];
     assert_eq!(model, "gpt-4o", "{r}");
     assert!(ev["neighbours"].as_u64().unwrap() >= 10, "{ev}");
+    // Counted at the task level too: the pinned rows carry their task type.
+    assert!(ev["outcomes"].as_u64().unwrap() >= 10, "{ev}");
     assert!(ev["similarity"].as_f64().unwrap() > 0.5, "{ev}");
 
     let off = start_with(
@@ -373,5 +379,10 @@ async fn pinned_traffic_teaches_auto_routing() {
     assert_eq!(r.status(), 200);
     let id = request_id(&r);
     let _ = r.bytes().await;
-    assert!(off.row(&id).await.embedding.is_none());
+    let row = off.row(&id).await;
+    assert!(
+        row.embedding.is_none() && row.task.is_none(),
+        "{:?}",
+        row.task
+    );
 }

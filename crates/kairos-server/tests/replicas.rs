@@ -231,7 +231,7 @@ async fn three_serve_processes_behave_as_one_gateway() {
     );
     assert!(admitted <= 100);
     assert_eq!(admitted, 99, "{out:?}");
-    assert_eq!(refused, 101);
+    assert_eq!(refused, 101, "{out:?}");
     assert_eq!(mock.call_count(), admitted);
 
     // Z3: revoked on replica 2, refused by every replica within the bound.
