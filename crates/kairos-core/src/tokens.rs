@@ -124,6 +124,22 @@ mod tests {
     use kairos_api::openai::Role;
 
     #[test]
+    fn flush_waits_for_queued_jobs() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let done = Arc::clone(&done);
+            estimator().submit(Box::new(move || {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                done.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        estimator().flush();
+        assert_eq!(done.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
     fn counts_with_a_real_tokenizer() {
         assert_eq!(count(""), 0);
         assert_eq!(count("hello world"), 2);
