@@ -380,6 +380,7 @@ impl Gateway {
 
     /// Enables rate limits and budgets for virtual keys.
     pub fn set_limits(&mut self, limits: kairos_limits::Limits) {
+        self.signals.set_shared(&limits);
         self.spend_limits = Some(limits);
     }
 

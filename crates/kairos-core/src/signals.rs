@@ -665,7 +665,7 @@ impl<K: Hash + Eq + Clone, V> TtlMap<K, V> {
 }
 
 /// A finished request, as remembered for later retries and escalations.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Recalled {
     pub request_id: String,
     pub key_id: String,
@@ -758,35 +758,16 @@ impl Recent {
         let r = &f.request;
         let mut out = Vec::new();
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let after = |prev: &Recalled, window: Duration| {
-            prev.request_id != r.request_id
-                && r.ts_ms >= prev.end_ms
-                && (r.ts_ms - prev.end_ms) as u128 <= window.as_millis()
-        };
         let pk = (r.key_id.clone(), f.prompt);
-        if let Some(prev) = g.by_prompt.get(&pk, r.ts_ms)
-            && after(prev, RETRY_WINDOW)
-        {
-            out.push(prev.outcome(
-                METRIC_RETRY,
-                RETRY_WEIGHT,
-                format!("retried by {}", r.request_id),
-                now_ms,
-            ));
+        if let Some(prev) = g.by_prompt.get(&pk, r.ts_ms) {
+            out.extend(retry_of(prev, f, now_ms));
         }
         let ck = f.conversation.map(|c| (r.key_id.clone(), c));
         if !f.routed
             && let Some(ck) = &ck
             && let Some(prev) = g.by_conversation.get(ck, r.ts_ms)
-            && after(prev, ESCALATION_WINDOW)
-            && prev.model != r.model
         {
-            out.push(prev.outcome(
-                METRIC_ESCALATION,
-                ESCALATION_WEIGHT,
-                format!("escalated to {} by {}", r.model, r.request_id),
-                now_ms,
-            ));
+            out.extend(escalation_of(prev, f, now_ms));
         }
         if f.outcome == "ok" {
             g.by_prompt.insert(pk, r.clone(), r.end_ms);
@@ -800,6 +781,79 @@ impl Recent {
     }
 }
 
+/// `f` came within `window` after `prev` ended.
+fn follows(prev: &Recalled, f: &Finished, window: Duration) -> bool {
+    let r = &f.request;
+    prev.request_id != r.request_id
+        && r.ts_ms >= prev.end_ms
+        && (r.ts_ms - prev.end_ms) as u128 <= window.as_millis()
+}
+
+/// `prev` (the same prompt from the same key) was retried by `f`.
+fn retry_of(prev: &Recalled, f: &Finished, now_ms: i64) -> Option<OutcomeRow> {
+    follows(prev, f, RETRY_WINDOW).then(|| {
+        prev.outcome(
+            METRIC_RETRY,
+            RETRY_WEIGHT,
+            format!("retried by {}", f.request.request_id),
+            now_ms,
+        )
+    })
+}
+
+/// `prev` (an `auto` answer in the same conversation) was escalated by `f` (pinned).
+fn escalation_of(prev: &Recalled, f: &Finished, now_ms: i64) -> Option<OutcomeRow> {
+    (follows(prev, f, ESCALATION_WINDOW) && prev.model != f.request.model).then(|| {
+        prev.outcome(
+            METRIC_ESCALATION,
+            ESCALATION_WEIGHT,
+            format!(
+                "escalated to {} by {}",
+                f.request.model, f.request.request_id
+            ),
+            now_ms,
+        )
+    })
+}
+
+/// [`Recent::process`] on the memory the replicas share in Redis, for requests made with a
+/// virtual key (the master key's id is the same in every deployment, so its requests stay in
+/// the replica's own memory). `None` when Redis did not answer the first call: the caller then
+/// uses its own memory.
+async fn process_shared(
+    limits: &kairos_limits::Limits,
+    f: &Finished,
+    now_ms: i64,
+) -> Option<Vec<OutcomeRow>> {
+    let r = &f.request;
+    let hex = |d: &Digest128| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let me = serde_json::to_vec(r).ok()?;
+    let ok = f.outcome == "ok";
+    let mut out = Vec::new();
+    let pk = format!("recent:p:{}:{}", r.key_id, hex(&f.prompt));
+    let prev = limits
+        .shared_swap(&pk, ok.then_some(me.as_slice()), RETRY_WINDOW)
+        .await?;
+    if let Some(prev) = prev.and_then(|b| serde_json::from_slice::<Recalled>(&b).ok()) {
+        out.extend(retry_of(&prev, f, now_ms));
+    }
+    if let Some(c) = &f.conversation {
+        let ck = format!("recent:c:{}:{}", r.key_id, hex(c));
+        if !f.routed {
+            let prev = limits.shared_swap(&ck, None, ESCALATION_WINDOW).await;
+            if let Some(prev) = prev
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<Recalled>(&b).ok())
+            {
+                out.extend(escalation_of(&prev, f, now_ms));
+            }
+        } else if ok {
+            let _ = limits.shared_swap(&ck, Some(&me), ESCALATION_WINDOW).await;
+        }
+    }
+    Some(out)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The gateway's signal state
 
@@ -810,6 +864,8 @@ pub struct Signals {
     sink: OutcomeSink,
     recent: Recent,
     store: OnceLock<Store>,
+    /// Redis, when the replicas share one: their recent requests are remembered there.
+    shared: OnceLock<kairos_limits::Limits>,
 }
 
 impl Signals {
@@ -829,6 +885,26 @@ impl Signals {
     /// one they only reach the sink).
     pub fn set_store(&self, store: Store) {
         let _ = self.store.set(store);
+    }
+
+    /// Remember recent requests of virtual keys in `limits`' Redis (shared by the replicas, so
+    /// a retry or an escalation sent to another replica is seen), when it has one.
+    pub fn set_shared(&self, limits: &kairos_limits::Limits) {
+        if limits.backend() == kairos_limits::Backend::Redis {
+            let _ = self.shared.set(limits.clone());
+        }
+    }
+
+    /// Retries and escalations `f` reveals, from the shared memory when there is one (and the
+    /// request was made with a virtual key), else from this replica's.
+    async fn recall(&self, f: &Finished, now_ms: i64) -> Vec<OutcomeRow> {
+        if let Some(limits) = self.shared.get()
+            && f.request.workspace.is_some()
+            && let Some(out) = process_shared(limits, f, now_ms).await
+        {
+            return out;
+        }
+        self.recent.process(f, now_ms)
     }
 
     /// After a chat request's row is final: hand its implicit outcomes to the sink now, and
@@ -871,7 +947,7 @@ impl Signals {
                 prompt: prompt_digest(&prompt.messages),
                 conversation: conversation_digest(&prompt.messages),
             };
-            for o in me.recent.process(&f, end_ms) {
+            for o in me.recall(&f, end_ms).await {
                 me.sink.observe(&o);
                 if let Some(store) = me.store.get()
                     && let Err(error) = store.upsert_outcome(&o).await

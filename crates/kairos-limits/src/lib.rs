@@ -411,6 +411,26 @@ impl Limits {
         &self.inner.opts
     }
 
+    /// Short-lived memory shared by the replicas (the signal loop's recent requests): sets
+    /// `key` to `value` for `ttl` and returns what it held before, atomically; with no `value`,
+    /// only reads it. `None` when there is no Redis, or it did not answer (the caller then
+    /// keeps the memory in its own process).
+    pub async fn shared_swap(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Option<Option<Vec<u8>>> {
+        let redis = self.inner.redis.as_ref()?;
+        match redis.swap(key, value, ttl).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::debug!(error = %e, "shared memory unavailable");
+                None
+            }
+        }
+    }
+
     fn local_now_us(&self) -> u64 {
         // +1 s so that "TAT 0" (unknown key) is always in the past.
         u64::try_from(self.inner.origin.elapsed().as_micros())

@@ -261,6 +261,30 @@ impl RedisStore {
             inv.invoke_async::<Vec<i64>>(&mut conn),
         )
         .await;
+        self.outcome(what, res)
+    }
+
+    /// Runs one plain command under the timeout and the breaker.
+    async fn run_cmd<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, CallError> {
+        if self.breaker.is_open() {
+            return Err(CallError::CircuitOpen);
+        }
+        let mut conn = self.connection();
+        let res =
+            tokio::time::timeout(self.settings.timeout, cmd.query_async::<T>(&mut conn)).await;
+        self.outcome(what, res)
+    }
+
+    /// A call's result, seen by the breaker.
+    fn outcome<T>(
+        &self,
+        what: &str,
+        res: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, CallError> {
         match res {
             Ok(Ok(v)) => {
                 self.breaker.on_success();
@@ -271,7 +295,7 @@ impl RedisStore {
                 if matches!(&err, CallError::Redis(e) if is_availability_error(e)) {
                     self.failed(what, &err);
                 } else {
-                    tracing::error!(op = what, error = %err, "Redis script failed");
+                    tracing::error!(op = what, error = %err, "Redis call failed");
                 }
                 Err(err)
             }
@@ -281,6 +305,35 @@ impl RedisStore {
                 Err(err)
             }
         }
+    }
+
+    /// Short-lived memory shared by the replicas: sets `key` (under the prefix's `mem:`) to
+    /// `value` for `ttl` and returns what it held before, in one command (`SET .. PX .. GET`);
+    /// with no `value`, only reads it.
+    pub(crate) async fn swap(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, CallError> {
+        let key = format!("{}mem:{key}", self.settings.prefix);
+        let cmd = match value {
+            Some(v) => {
+                let mut c = redis::cmd("SET");
+                c.arg(&key)
+                    .arg(v)
+                    .arg("PX")
+                    .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                    .arg("GET");
+                c
+            }
+            None => {
+                let mut c = redis::cmd("GET");
+                c.arg(&key);
+                c
+            }
+        };
+        self.run_cmd("mem_swap", &cmd).await
     }
 
     pub(crate) fn rate_key(&self, key: &str) -> String {

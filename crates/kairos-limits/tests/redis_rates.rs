@@ -241,3 +241,37 @@ async fn the_limiter_key_holds_only_a_tat_on_the_redis_clock() {
         .unwrap();
     assert!(pttl > 0 && pttl <= 2_000, "{pttl}");
 }
+
+/// The replicas' shared short-lived memory: one replica's write is the next one's previous
+/// value, a read does not change it, it expires after its TTL, and a local-only instance has
+/// none.
+#[tokio::test]
+async fn shared_memory_is_seen_by_every_replica_and_expires() {
+    let Some(url) = redis_url("shared_memory_is_seen_by_every_replica_and_expires") else {
+        return;
+    };
+    let prefix = unique_prefix("mem");
+    let limits = replicas(&url, &prefix, 2).await;
+    let ttl = Duration::from_millis(300);
+    assert_eq!(
+        limits[0].shared_swap("k", Some(b"one"), ttl).await,
+        Some(None)
+    );
+    assert_eq!(
+        limits[1].shared_swap("k", None, ttl).await,
+        Some(Some(b"one".to_vec()))
+    );
+    assert_eq!(
+        limits[1].shared_swap("k", Some(b"two"), ttl).await,
+        Some(Some(b"one".to_vec()))
+    );
+    assert_eq!(
+        limits[0].shared_swap("k", None, ttl).await,
+        Some(Some(b"two".to_vec()))
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(limits[0].shared_swap("k", None, ttl).await, Some(None));
+    let local = Limits::local_only(opts(&prefix), TestSpend::new());
+    assert_eq!(local.shared_swap("k", Some(b"x"), ttl).await, None);
+    common::cleanup(&url, &prefix).await;
+}

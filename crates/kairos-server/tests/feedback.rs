@@ -64,7 +64,12 @@ async fn outcomes_of(gw: &Gw, id: &str) -> Vec<OutcomeRow> {
 
 /// A chat request with the master key; returns (request id, served model, body).
 async fn chat_ok(gw: &Gw, body: Value) -> (String, String, Value) {
-    let r = gw.chat(body.clone()).await;
+    chat_ok_as(gw, MASTER, body).await
+}
+
+/// [`chat_ok`] with `key`.
+async fn chat_ok_as(gw: &Gw, key: &str, body: Value) -> (String, String, Value) {
+    let r = gw.chat_as(key, body.clone()).await;
     assert_eq!(r.status(), 200, "{body}");
     let id = request_id(&r);
     let model = r.headers()["x-kairos-model"].to_str().unwrap().to_owned();
@@ -340,10 +345,17 @@ async fn implicit_outcomes(gw: &Gw) {
 }
 
 async fn retries_and_escalations(gw: &Gw) {
+    retries_and_escalations_via(gw, gw, MASTER).await;
+}
+
+/// Each later request goes to `later`, with `key` (two replicas: the retry and the escalation
+/// are seen across them).
+async fn retries_and_escalations_via(first_gw: &Gw, later: &Gw, key: &str) {
+    let gw = first_gw;
     // The same prompt again, soon after the answer: the first answer gets a retry outcome.
     let body = json!({"model": "gpt-4o-mini", "messages": user("Name three prime numbers.")});
-    let (first, m, _) = chat_ok(gw, body.clone()).await;
-    let (second, _, _) = chat_ok(gw, body).await;
+    let (first, m, _) = chat_ok_as(gw, key, body.clone()).await;
+    let (second, _, _) = chat_ok_as(later, key, body).await;
     let o = outcome(gw, &first, "implicit_retry", &m).await;
     assert_eq!(
         (o.score, o.weight, o.source.as_str()),
@@ -360,8 +372,9 @@ async fn retries_and_escalations(gw: &Gw) {
 
     // A conversation routed by auto, continued pinned to another model: an escalation.
     let system = json!({"role": "system", "content": "You are a careful assistant."});
-    let (routed, chosen, _) = chat_ok(
+    let (routed, chosen, _) = chat_ok_as(
         gw,
+        key,
         json!({"model": "auto", "messages": [system, {"role": "user", "content": SUMMARY_PROMPT}]}),
     )
     .await;
@@ -371,8 +384,9 @@ async fn retries_and_escalations(gw: &Gw) {
     } else {
         "gpt-4o"
     };
-    let (later, _, _) = chat_ok(
-        gw,
+    let (later, _, _) = chat_ok_as(
+        later,
+        key,
         json!({"model": pinned, "messages": [system, {"role": "user", "content": SUMMARY_PROMPT},
             {"role": "assistant", "content": "The council approved a budget."},
             {"role": "user", "content": "That is too short, try again."}]}),
@@ -418,6 +432,33 @@ async fn outcomes_on_postgres() {
     kairos_store::Store::drop_postgres_schema(&pg, &schema)
         .await
         .unwrap();
+}
+
+/// Two replicas sharing PostgreSQL and Redis: a retry or an escalation sent to the other
+/// replica is still seen (the recent requests of virtual keys are remembered in Redis).
+#[tokio::test]
+async fn retries_and_escalations_across_replicas() {
+    let (Ok(pg), Ok(redis)) = (
+        std::env::var("KAIROS_TEST_POSTGRES_URL"),
+        std::env::var("KAIROS_TEST_REDIS_URL"),
+    ) else {
+        eprintln!(
+            "SKIP retries_and_escalations_across_replicas: KAIROS_TEST_POSTGRES_URL or KAIROS_TEST_REDIS_URL unset"
+        );
+        return;
+    };
+    let (schema, db) = pg_schema(&pg, "recall").await;
+    let env = [
+        ("KAIROS_DATABASE_URL", db.as_str()),
+        ("KAIROS_REDIS_URL", redis.as_str()),
+    ];
+    let r1 = start_env(&env, &mut MockConfig::default()).await;
+    let r2 = start_env(&env, &mut MockConfig::default()).await;
+    let ws = workspace(&r1, "recall", json!({})).await;
+    let (_, k) = key(&r1, MASTER, &ws, json!({"name": "svc"})).await;
+    retries_and_escalations_via(&r1, &r2, &k).await;
+    drop((r1, r2));
+    let _ = kairos_store::Store::drop_postgres_schema(&pg, &schema).await;
 }
 
 #[tokio::test]
