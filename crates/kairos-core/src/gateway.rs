@@ -378,6 +378,13 @@ impl Gateway {
         self.signals.set_store(store);
     }
 
+    /// Waits (at most `limit`) for rows whose last steps (classifying and embedding the prompt
+    /// of a pinned request) still run in a spawned task; shutdown calls it before draining the
+    /// ledger.
+    pub async fn drain_deferred_rows(&self, limit: std::time::Duration) {
+        self.signals.drain_deferred(limit).await;
+    }
+
     /// Enables rate limits and budgets for virtual keys.
     pub fn set_limits(&mut self, limits: kairos_limits::Limits) {
         self.signals.set_shared(&limits);

@@ -866,6 +866,8 @@ pub struct Signals {
     store: OnceLock<Store>,
     /// Redis, when the replicas share one: their recent requests are remembered there.
     shared: OnceLock<kairos_limits::Limits>,
+    /// Rows whose last steps run in a spawned task (see [`Signals::defer`]).
+    deferred: std::sync::atomic::AtomicUsize,
 }
 
 impl Signals {
@@ -907,24 +909,27 @@ impl Signals {
         self.recent.process(f, now_ms)
     }
 
-    /// After a chat request's row is final: hand its implicit outcomes to the sink now, and
-    /// look for retries and escalations off the request path (a spawned task hashes the prompt,
-    /// updates [`Recent`], and upserts what it finds).
-    pub(crate) fn after_row(
+    /// The row's own outcomes (the implicit one), to the sink.
+    pub(crate) fn observe_row(&self, row: &LedgerRow) {
+        for s in &row.signals {
+            self.sink.observe(&OutcomeRow::from_signal(row, s));
+        }
+    }
+
+    /// The work that finds the retries and escalations this row reveals (hashing the prompt,
+    /// the recent-request memory, upserts), to run off the request path. `None` when there is
+    /// nothing to look for.
+    pub(crate) fn recall_job(
         self: &Arc<Self>,
         row: &LedgerRow,
         prompt: Option<Arc<ChatCompletionRequest>>,
         end_ms: i64,
-        runtime: Option<&tokio::runtime::Handle>,
-    ) {
-        for s in &row.signals {
-            self.sink.observe(&OutcomeRow::from_signal(row, s));
-        }
+    ) -> Option<impl std::future::Future<Output = ()> + Send + use<>> {
         let (Some(prompt), Some(model)) = (prompt, row.served_model.clone()) else {
-            return;
+            return None;
         };
         if !matches!(row.route.as_str(), "chat" | "messages") {
-            return;
+            return None;
         }
         let request = Recalled {
             request_id: row.id.clone(),
@@ -939,7 +944,7 @@ impl Signals {
         let outcome = row.outcome.clone();
         let routed = row.receipt.is_some();
         let me = Arc::clone(self);
-        let work = async move {
+        Some(async move {
             let f = Finished {
                 request,
                 outcome,
@@ -960,13 +965,37 @@ impl Signals {
                     );
                 }
             }
-        };
-        match runtime {
-            Some(h) => {
-                h.spawn(work);
-            }
-            None => tracing::debug!("no runtime: retry and escalation signals skipped"),
+        })
+    }
+
+    /// Counts a row whose last steps run in a spawned task, until the guard is dropped
+    /// ([`Signals::drain_deferred`] waits for them).
+    pub(crate) fn defer(self: &Arc<Self>) -> DeferredGuard {
+        self.deferred
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        DeferredGuard(Arc::clone(self))
+    }
+
+    /// Waits (at most `limit`) until no row is left in a spawned task: shutdown calls it
+    /// before draining the ledger writer.
+    pub async fn drain_deferred(&self, limit: Duration) {
+        let until = tokio::time::Instant::now() + limit;
+        while self.deferred.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+}
+
+/// See [`Signals::defer`].
+pub(crate) struct DeferredGuard(Arc<Signals>);
+
+impl Drop for DeferredGuard {
+    fn drop(&mut self) {
+        self.0
+            .deferred
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -975,6 +1004,22 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[tokio::test]
+    async fn drain_deferred_waits_for_rows_in_spawned_tasks() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let s = Arc::new(Signals::new());
+        let guard = s.defer();
+        let done = Arc::new(AtomicBool::new(false));
+        let d = Arc::clone(&done);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            d.store(true, Ordering::SeqCst);
+            drop(guard);
+        });
+        s.drain_deferred(Duration::from_secs(5)).await;
+        assert!(done.load(Ordering::SeqCst));
+    }
     use serde_json::json;
 
     fn req(v: serde_json::Value) -> ChatCompletionRequest {

@@ -363,10 +363,15 @@ pub async fn start(mut cfg: Config, opts: StartOptions) -> Result<Running, Start
         })
         .await;
         let _ = admin_stop.send(());
-        // Every connection task has ended: each row is in the writer's queue or in the
-        // estimator's (still being estimated, classified or embedded). Wait for the estimator,
-        // drop our state (the gateway holds a ledger handle) and drain the writer.
+        // Every connection task has ended: each row is in the writer's queue, in the token
+        // estimator's (usage still being estimated), or in a spawned task (a pinned request's
+        // prompt still being classified and embedded). Wait for both, drop our state (the
+        // gateway holds a ledger handle) and drain the writer.
         let _ = tokio::task::spawn_blocking(|| kairos_core::tokens::estimator().flush()).await;
+        state
+            .gateway
+            .drain_deferred_rows(std::time::Duration::from_secs(10))
+            .await;
         drop(state);
         let stats = writer.shutdown().await;
         (report, stats)
