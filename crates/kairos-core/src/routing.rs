@@ -8,7 +8,7 @@ use kairos_api::openai::{
     ChatCompletionRequest, ContentPart, MessageContent, ResponseFormat, Role,
 };
 use kairos_router::TaskType;
-use kairos_router::classifier::{Classifier, ClassifierInput};
+use kairos_router::classifier::{Classification, Classifier, ClassifierInput};
 use kairos_router::embed::{Embedder, quantize};
 use kairos_router::funnel::{
     BarSource, Candidate, Decision, Prices, RouteInput, route, tasks_to_check,
@@ -203,61 +203,87 @@ pub fn check_cost(c: f64, param: &str) -> Result<(), GatewayError> {
     }
 }
 
-/// What the classifier reads from a request.
-fn classifier_input(req: &ChatCompletionRequest) -> (String, String, usize, bool) {
-    let mut system = String::new();
-    let mut last_user = String::new();
-    let mut chars = 0;
-    let mut images = false;
-    for m in &req.messages {
-        let Some(c) = &m.content else { continue };
-        let text = c.text();
-        chars += text.len();
-        images |= match c {
-            MessageContent::Parts(p) => p.iter().any(|x| matches!(x, ContentPart::ImageUrl { .. })),
-            MessageContent::Text(_) => false,
+/// What `auto` reads from a request: the classifier's input and the text it embeds.
+struct PromptView {
+    system: String,
+    last_user: String,
+    /// Characters of text in all messages.
+    chars: usize,
+    has_images: bool,
+    has_tools: bool,
+    json_mode: bool,
+}
+
+impl PromptView {
+    fn of(req: &ChatCompletionRequest) -> PromptView {
+        let mut v = PromptView {
+            system: String::new(),
+            last_user: String::new(),
+            chars: 0,
+            has_images: false,
+            has_tools: req.tools.as_ref().is_some_and(|t| !t.is_empty()),
+            json_mode: matches!(
+                req.response_format,
+                Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+            ),
         };
-        match m.role {
-            Role::System | Role::Developer => {
-                if !system.is_empty() {
-                    system.push('\n');
+        for m in &req.messages {
+            let Some(c) = &m.content else { continue };
+            let text = c.text();
+            v.chars += text.len();
+            v.has_images |= match c {
+                MessageContent::Parts(p) => {
+                    p.iter().any(|x| matches!(x, ContentPart::ImageUrl { .. }))
                 }
-                system.push_str(&text);
+                MessageContent::Text(_) => false,
+            };
+            match m.role {
+                Role::System | Role::Developer => {
+                    if !v.system.is_empty() {
+                        v.system.push('\n');
+                    }
+                    v.system.push_str(&text);
+                }
+                Role::User => v.last_user = text.into_owned(),
+                Role::Assistant | Role::Tool | Role::Function => {}
             }
-            Role::User => last_user = text.into_owned(),
-            Role::Assistant | Role::Tool | Role::Function => {}
+        }
+        v
+    }
+
+    fn classify(&self, n_messages: usize) -> Classification {
+        Classifier::builtin().classify(&ClassifierInput {
+            system: &self.system,
+            last_user: &self.last_user,
+            context_chars: self.chars,
+            n_messages,
+            has_tools: self.has_tools,
+            json_mode: self.json_mode,
+            has_images: self.has_images,
+        })
+    }
+
+    /// The text the learner embeds: the last user message, else the system prompt.
+    fn embed_text(&self) -> &str {
+        if self.last_user.is_empty() {
+            &self.system
+        } else {
+            &self.last_user
         }
     }
-    (system, last_user, chars, images)
 }
 
 /// What `auto` would have learned from a request it did not route (a pinned model or a
 /// strategy), so that the request's outcomes count as evidence for the model that served it:
-/// the task the classifier gives it, and the quantised embedding of the text `auto` embeds (the
-/// last user message, else the system prompt; `None` when the text has no known token).
-/// Computed when the request completes, off the request path (see `Recorder::defer_evidence`).
+/// the task the classifier gives it, and the quantised embedding of the text `auto` embeds
+/// (`None` when the text has no known token). Computed when the request completes, off the
+/// request path (see `Recorder::defer_evidence`).
 pub fn prompt_evidence(req: &ChatCompletionRequest) -> (&'static str, Option<String>) {
-    let (system, last_user, chars, has_images) = classifier_input(req);
-    let cls = Classifier::builtin().classify(&ClassifierInput {
-        system: &system,
-        last_user: &last_user,
-        context_chars: chars,
-        n_messages: req.messages.len(),
-        has_tools: req.tools.as_ref().is_some_and(|t| !t.is_empty()),
-        json_mode: matches!(
-            req.response_format,
-            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
-        ),
-        has_images,
-    });
-    let text = if last_user.is_empty() {
-        system
-    } else {
-        last_user
-    };
+    let view = PromptView::of(req);
+    let cls = view.classify(req.messages.len());
     let embedder = Embedder::builtin();
     let mut emb = vec![0f32; embedder.dim()];
-    embedder.embed(&text, &mut emb);
+    embedder.embed(view.embed_text(), &mut emb);
     let emb = emb.iter().any(|x| *x != 0.0).then(|| quantize(&emb));
     (cls.task.as_str(), emb)
 }
@@ -533,23 +559,9 @@ impl Gateway {
     ) -> Result<(std::sync::Arc<crate::strategy::Node>, Receipt), (GatewayError, Option<Receipt>)>
     {
         let router = &self.router;
-        let (system, last_user, chars, has_images) = classifier_input(req);
-        let json_mode = matches!(
-            req.response_format,
-            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
-        );
-        let has_tools = req.tools.as_ref().is_some_and(|t| !t.is_empty());
-        let classifier = Classifier::builtin();
-        let cls = classifier.classify(&ClassifierInput {
-            system: &system,
-            last_user: &last_user,
-            context_chars: chars,
-            n_messages: req.messages.len(),
-            has_tools,
-            json_mode,
-            has_images,
-        });
-        let input_tokens = estimate_input_tokens(chars, req);
+        let view = PromptView::of(req);
+        let cls = view.classify(req.messages.len());
+        let input_tokens = estimate_input_tokens(view.chars, req);
         let expected = u64::from(expected_output_tokens(cls.task));
         let output_tokens = req
             .output_cap()
@@ -611,28 +623,24 @@ impl Gateway {
             probs: cls.probs,
             input_tokens,
             output_tokens,
-            needs_tools: has_tools,
-            needs_vision: has_images,
-            needs_json: json_mode,
+            needs_tools: view.has_tools,
+            needs_vision: view.has_images,
+            needs_json: view.json_mode,
             bar,
             bar_source,
             max_cost_micros,
             strict: opts.strict,
             value_usd: opts.value_usd.or(router.config.answer_value_usd),
         };
-        let text = if last_user.is_empty() {
-            system.as_str()
-        } else {
-            last_user.as_str()
-        };
-        let (decision, learning, embedding) = router.decide(&input, candidates, text, opts);
+        let (decision, learning, embedding) =
+            router.decide(&input, candidates, view.embed_text(), opts);
         let ctx = ReceiptContext {
             request_id,
             requested_model: &req.model,
             classification: ClassificationInfo {
                 task: cls.task,
                 confidence: cls.confidence,
-                classifier: classifier.version().to_owned(),
+                classifier: Classifier::builtin().version().to_owned(),
                 top: probs
                     .iter()
                     .take(3)
