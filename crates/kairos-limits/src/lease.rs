@@ -453,17 +453,7 @@ impl Limits {
                     (Ok(per_scope), set) => {
                         let lease = Lease {
                             id,
-                            scopes: scopes
-                                .iter()
-                                .zip(per_scope)
-                                .map(|(s, (period_id, start, remaining))| ReservedScope {
-                                    scope_id: s.id.clone(),
-                                    period: s.period,
-                                    period_id,
-                                    period_start_unix_s: start,
-                                    remaining_micros: remaining,
-                                })
-                                .collect(),
+                            scopes: crate::reserved_scopes(&scopes, per_scope),
                             size,
                             available: size,
                             in_flight: HashMap::new(),

@@ -882,19 +882,25 @@ fn build_reservation(
         request_id: request_id.to_owned(),
         amount_micros,
         backend,
-        scopes: scopes
-            .iter()
-            .zip(per_scope)
-            .map(|(s, (period_id, start, remaining))| ReservedScope {
-                scope_id: s.id.clone(),
-                period: s.period,
-                period_id,
-                period_start_unix_s: start,
-                remaining_micros: remaining,
-            })
-            .collect(),
+        scopes: reserved_scopes(scopes, per_scope),
         lease: None,
     }
+}
+
+/// The scopes of a reservation (or a lease) from the store's per-scope answer
+/// `(period_id, period_start_unix_s, remaining_micros)`.
+fn reserved_scopes(scopes: &[BudgetScope], per_scope: Vec<(i64, i64, i64)>) -> Vec<ReservedScope> {
+    scopes
+        .iter()
+        .zip(per_scope)
+        .map(|(s, (period_id, start, remaining))| ReservedScope {
+            scope_id: s.id.clone(),
+            period: s.period,
+            period_id,
+            period_start_unix_s: start,
+            remaining_micros: remaining,
+        })
+        .collect()
 }
 
 /// Scopes with the same id and period merged, the smaller limit kept, first-seen order.
